@@ -1,0 +1,64 @@
+"""Lock ordering in the zone: the one declaration that code, checker, docs and tests read.
+
+Indentation means "held while taking"; each line names the function that takes it.
+
+fine scheme (one lock per order-10 block, per capture list, per free-list order):
+
+    block                     free_block, alloc_block (slow path), capture_finish
+      capture                 merge_and_place (buddy or target on a capture list)
+      area                    merge_and_place, expand, alloc_block (slow path)
+    capture                   capture_start, capture_finish (detach the list)
+    area                      alloc_block (find the head of a free list)
+      block (trylock only)    alloc_block: a trylock waits for nobody, so adds no edge
+    pagecache                 workers' page-cache pool, never held into the allocator
+
+zone scheme (the Linux baseline: one lock for everything):
+
+    zone                      every entry point
+    pagecache                 workers' page-cache pool, never held into the allocator
+
+Rules: never hold two locks of one class; only the edges declared below may be
+observed (`ALLOWED_EDGES`); ranks give the global order, outermost first.
+"""
+
+ZONE, BLOCK, CAPTURE, AREA, PAGECACHE = range(5)
+CLASS_NAMES = ("zone", "block", "capture", "area", "pagecache")
+NCLASSES = len(CLASS_NAMES)
+
+# Outermost first: a class may be taken while holding only classes of lower rank.
+RANK = {ZONE: 0, BLOCK: 1, CAPTURE: 2, AREA: 3, PAGECACHE: 4}
+
+# The held-while-taking tree of each scheme, as (held, taken, function that takes it).
+DECLARED = {
+    "fine": (
+        (BLOCK, CAPTURE, "merge_and_place"),
+        (BLOCK, AREA, "merge_and_place, expand, alloc_block"),
+    ),
+    "zone": (),
+}
+
+# Call sites that take locks; a lockdep edge remembers the first site that made it.
+SITES = (
+    "enter (zone lock)",
+    "alloc_block: area",
+    "alloc_block: block, retaken in order",
+    "alloc_block: area, retaken under block",
+    "free_block: block",
+    "merge_and_place: area of a free buddy",
+    "merge_and_place: capture list of a captured buddy",
+    "merge_and_place: capture list to place on",
+    "merge_and_place: area to place on",
+    "expand: area of a split half",
+    "capture_start: capture",
+    "capture_finish: capture",
+    "capture_finish: block",
+    "pagecache pool",
+)
+(S_ENTER, S_ALLOC_AREA, S_ALLOC_BLOCK, S_ALLOC_AREA2, S_FREE_BLOCK, S_MERGE_AREA,
+ S_MERGE_CAPTURE, S_PLACE_CAPTURE, S_PLACE_AREA, S_EXPAND_AREA, S_CAPSTART,
+ S_CAPFINISH, S_CAPFINISH_BLOCK, S_POOL) = range(len(SITES))
+
+
+def allowed_edges(scheme):
+    """The set of (held, taken) class pairs the declaration permits for `scheme`."""
+    return {(held, taken) for held, taken, _ in DECLARED[scheme]}

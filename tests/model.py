@@ -1,0 +1,147 @@
+"""Sequential reference model of the buddy zone with reclaim capture.
+
+Deliberately simple: plain Python lists for the free and capture lists
+(index 0 is the head), dicts for per-block state.  Every public method
+validates its arguments before touching any state, so a ValueError always
+leaves the model unchanged.
+"""
+
+MAX_ORDER = 11                 # orders 0..10
+TOP = MAX_ORDER - 1
+PAGE_ALLOC_COSTLY_ORDER = 3
+
+
+class ModelZone:
+    """Buddy allocator zone: LIFO free lists plus per-reclaimer capture lists."""
+
+    def __init__(self, pages):
+        """Create a zone as if every order-10 block was freed in increasing pfn order."""
+        if not isinstance(pages, int) or pages <= 0 or pages % (1 << TOP):
+            raise ValueError(f"pages must be a positive multiple of {1 << TOP}, got {pages!r}")
+        self.pages = pages
+        self.free_lists = [[] for _ in range(MAX_ORDER)]   # order -> [pfn], head first
+        self.free_order = {}        # pfn -> order, for blocks on a free list
+        self.allocated = {}         # pfn -> order, for allocated blocks
+        self.captures = {}          # handle -> {"wanted": order, "blocks": [(pfn, order)]}
+        self.captured_in = {}       # pfn -> (handle, order), for captured blocks
+        self.next_handle = 0
+        for pfn in range(0, pages, 1 << TOP):
+            self._add_free(pfn, TOP)
+
+    # ---- validation -------------------------------------------------------
+
+    @staticmethod
+    def _check_order(order, low=0):
+        if not isinstance(order, int) or not low <= order <= TOP:
+            raise ValueError(f"order must be an int in {low}..{TOP}, got {order!r}")
+
+    def _check_handle(self, c):
+        if c not in self.captures:
+            raise ValueError(f"capture list {c!r} is unknown or already finished")
+
+    # ---- list primitives --------------------------------------------------
+
+    def _add_free(self, pfn, order):
+        self.free_lists[order].insert(0, pfn)
+        self.free_order[pfn] = order
+
+    def _del_free(self, pfn):
+        self.free_lists[self.free_order.pop(pfn)].remove(pfn)
+
+    def _add_captured(self, c, pfn, order):
+        self.captures[c]["blocks"].insert(0, (pfn, order))
+        self.captured_in[pfn] = (c, order)
+
+    def _del_captured(self, pfn):
+        c, order = self.captured_in.pop(pfn)
+        self.captures[c]["blocks"].remove((pfn, order))
+
+    def _expand(self, pfn, k, order):
+        """Split block (pfn, k) down to `order`; upper halves go to the free list heads."""
+        while k > order:
+            k -= 1
+            self._add_free(pfn + (1 << k), k)
+
+    def _merge(self, pfn, order, c):
+        """__free_one_page (c is None) / __capture_one_page (c is a handle)."""
+        while order < TOP:
+            buddy = pfn ^ (1 << order)
+            if self.free_order.get(buddy) == order:
+                self._del_free(buddy)
+            elif buddy in self.captured_in and self.captured_in[buddy][1] == order:
+                if c is None:                        # switch to capture mode there
+                    c = self.captured_in[buddy][0]
+                self._del_captured(buddy)
+            else:
+                break
+            pfn &= buddy
+            order += 1
+        if c is None:
+            self._add_free(pfn, order)
+        else:
+            self._add_captured(c, pfn, order)
+
+    # ---- public API -------------------------------------------------------
+
+    def alloc(self, order):
+        """Allocate a block of 2**order pages; return its pfn, or None if nothing fits."""
+        self._check_order(order)
+        k = next((k for k in range(order, MAX_ORDER) if self.free_lists[k]), None)
+        if k is None:
+            return None
+        pfn = self.free_lists[k][0]
+        self._del_free(pfn)
+        self._expand(pfn, k, order)
+        self.allocated[pfn] = order
+        return pfn
+
+    def free(self, pfn, order, capture=None):
+        """Free an allocated block; with capture=c it is the reclaimer's free into list c."""
+        self._check_order(order)
+        if capture is not None:
+            self._check_handle(capture)
+        if not isinstance(pfn, int) or not 0 <= pfn < self.pages:
+            raise ValueError(f"pfn {pfn!r} out of range 0..{self.pages - 1}")
+        if self.allocated.get(pfn) != order:
+            raise ValueError(f"pfn {pfn} is not the head of an allocated order-{order} block")
+        del self.allocated[pfn]
+        self._merge(pfn, order, capture)
+
+    def capture_start(self, order):
+        """Open an empty capture list for a reclaimer wanting a block of `order` (> 3)."""
+        self._check_order(order, low=PAGE_ALLOC_COSTLY_ORDER + 1)
+        c = self.next_handle
+        self.next_handle += 1
+        self.captures[c] = {"wanted": order, "blocks": []}
+        return c
+
+    def captured(self, c):
+        """Return the blocks of capture list c as [(pfn, order)], head first."""
+        self._check_handle(c)
+        return list(self.captures[c]["blocks"])
+
+    def capture_finish(self, c):
+        """Close list c: carve the first big-enough block, free the rest; return pfn or None."""
+        self._check_handle(c)
+        wanted = self.captures[c]["wanted"]
+        blocks = self.captures.pop(c)["blocks"]
+        for pfn, _ in blocks:
+            del self.captured_in[pfn]
+        hit = next((i for i, (_, o) in enumerate(blocks) if o >= wanted), None)
+        result = None
+        if hit is not None:
+            result, k = blocks.pop(hit)
+            self._expand(result, k, wanted)
+            self.allocated[result] = wanted
+        for pfn, order in blocks:
+            self._merge(pfn, order, None)
+        return result
+
+    def free_counts(self):
+        """Number of blocks on each free list, orders 0..10."""
+        return [len(lst) for lst in self.free_lists]
+
+    def free_list(self, order):
+        """The pfns on free list `order`, head first."""
+        self._check_order(order)
+        return list(self.free_lists[order])
