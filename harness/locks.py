@@ -42,7 +42,7 @@ def lock_table(nlocks, classes):
     return table
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def lock_try(locks, i, me):
     """Take lock `i` if it is free; never waits.  Returns True on success."""
     if cas(locks, (i, L_WORD), 0, 1) == 0:
@@ -53,7 +53,7 @@ def lock_try(locks, i, me):
     return False
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _lock_slow(locks, i, me, ctl, threads):
     """Contended path: spin briefly, then sleep on the futex until free or stopped."""
     t0 = monotonic_ns()
@@ -78,7 +78,7 @@ def _lock_slow(locks, i, me, ctl, threads):
     return True
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def lock_acquire(locks, i, me, ctl, threads):
     """Take lock `i` for thread slot `me`; False if the run was stopped while waiting."""
     if cas(locks, (i, L_WORD), 0, 1) == 0:
@@ -88,7 +88,7 @@ def lock_acquire(locks, i, me, ctl, threads):
     return _lock_slow(locks, i, me, ctl, threads)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def lock_release(locks, i):
     """Release lock `i` (held by the caller); wakes one sleeper if there may be any."""
     locks[i, L_OWNER] = 0

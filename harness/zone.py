@@ -118,7 +118,7 @@ def new_threads(nthreads):
 
 # ---------------------------------------------------------------- locking layer
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def lockdep_note(z, th, me, lk, site):
     """Record class edges held -> lk's class (first site wins) and push lk on the held stack."""
     cls = z.locks[lk, L_CLASS]
@@ -132,7 +132,7 @@ def lockdep_note(z, th, me, lk, site):
     th.threads[me, T_NHELD] = n + 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def lockdep_forget(z, th, me, lk):
     """Pop lk from the held stack (any position); count an unlock of a lock not held."""
     n = th.threads[me, T_NHELD]
@@ -145,7 +145,7 @@ def lockdep_forget(z, th, me, lk):
     th.threads[me, T_LOCKDEP_ERR] += 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def take(z, th, me, lk, site):
     """Take lock `lk` (a fine-scheme lock; no-op in the zone scheme)."""
     if z.meta[M_SCHEME] == SCHEME_ZONE and lk != 0:
@@ -159,7 +159,7 @@ def take(z, th, me, lk, site):
     return False
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def trytake(z, th, me, lk):
     """Trylock `lk`: joins the held stack but adds no dependency edge (it waits for nobody)."""
     if z.meta[M_SCHEME] == SCHEME_ZONE and lk != 0:
@@ -174,7 +174,7 @@ def trytake(z, th, me, lk):
     return True
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def drop(z, th, me, lk):
     """Release lock `lk` taken by take/trytake."""
     if z.meta[M_SCHEME] == SCHEME_ZONE and lk != 0:
@@ -184,7 +184,7 @@ def drop(z, th, me, lk):
     lock_release(z.locks, lk)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def enter(z, th, me):
     """Entry-point lock: the zone lock in the zone scheme, nothing in the fine one."""
     if z.meta[M_SCHEME] == SCHEME_ZONE:
@@ -192,28 +192,28 @@ def enter(z, th, me):
     return True
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def leave(z, th, me):
     if z.meta[M_SCHEME] == SCHEME_ZONE:
         drop(z, th, me, 0)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def block_lock(z, pfn):
     return z.meta[M_BLOCK0] + (pfn >> TOP)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def area_lock(z, order):
     return z.meta[M_AREA0] + order
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def capture_lock(z, lst):
     return z.meta[M_CAP0] + lst - NAREAS
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def trace(z, th, me, op, pfn, order):
     """Append (op, pfn, order, ns) to this thread's flight-recorder ring."""
     if z.meta[M_TRACE] != 0:
@@ -229,7 +229,7 @@ def trace(z, th, me, op, pfn, order):
 # ---------------------------------------------------------------- list primitives
 # Caller holds the list's lock and the block lock of `pfn`.
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def push_head(z, lst, pfn):
     pg, ls = z.pages, z.lists
     old = ls[lst, LS_HEAD]
@@ -242,7 +242,7 @@ def push_head(z, lst, pfn):
     pg[pfn, PG_LIST] = lst
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
 def unlink(z, lst, pfn):
     pg, ls = z.pages, z.lists
     nxt, prv = pg[pfn, PG_NEXT], pg[pfn, PG_PREV]
@@ -260,7 +260,7 @@ def unlink(z, lst, pfn):
 
 # ---------------------------------------------------------------- allocator kernels
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def expand(z, th, me, pfn, high, low):
     """Split block `pfn` of order `high` down to `low`; upper halves go to the free lists.
 
@@ -278,7 +278,7 @@ def expand(z, th, me, pfn, high, low):
         drop(z, th, me, lk)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def merge_and_place(z, th, me, pfn, order, target):
     """`__free_one_page` / `__capture_one_page`: coalesce `pfn` and put it on a list.
 
@@ -340,7 +340,7 @@ def merge_and_place(z, th, me, pfn, order, target):
     return 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def alloc_block(z, th, me, order):
     """Allocate a block of `order`: pop the head of the smallest non-empty list >= order.
 
@@ -392,7 +392,7 @@ def alloc_block(z, th, me, order):
     return NONE
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def free_block(z, th, me, pfn, order, target):
     """Free an allocated block; `target` >= 0 is the caller's own open capture list.
 
@@ -427,7 +427,7 @@ def free_block(z, th, me, pfn, order, target):
     return 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def capture_start(z, th, me, wanted):
     """Open an empty capture list for a block of order `wanted`; its list row, or NONE if all busy."""
     if not enter(z, th, me):
@@ -453,7 +453,7 @@ def capture_start(z, th, me, wanted):
     return NONE
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def capture_finish(z, th, me, lst):
     """Close capture list `lst`: carve the first block >= wanted, free the others in order.
 

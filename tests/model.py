@@ -16,7 +16,7 @@ class ModelZone:
 
     def __init__(self, pages):
         """Create a zone as if every order-10 block was freed in increasing pfn order."""
-        if not isinstance(pages, int) or pages <= 0 or pages % (1 << TOP):
+        if type(pages) is not int or pages <= 0 or pages % (1 << TOP):
             raise ValueError(f"pages must be a positive multiple of {1 << TOP}, got {pages!r}")
         self.pages = pages
         self.free_lists = [[] for _ in range(MAX_ORDER)]   # order -> [pfn], head first
@@ -32,7 +32,7 @@ class ModelZone:
 
     @staticmethod
     def _check_order(order, low=0):
-        if not isinstance(order, int) or not low <= order <= TOP:
+        if type(order) is not int or not low <= order <= TOP:
             raise ValueError(f"order must be an int in {low}..{TOP}, got {order!r}")
 
     def _check_handle(self, c):
@@ -100,7 +100,7 @@ class ModelZone:
         self._check_order(order)
         if capture is not None:
             self._check_handle(capture)
-        if not isinstance(pfn, int) or not 0 <= pfn < self.pages:
+        if type(pfn) is not int or not 0 <= pfn < self.pages:
             raise ValueError(f"pfn {pfn!r} out of range 0..{self.pages - 1}")
         if self.allocated.get(pfn) != order:
             raise ValueError(f"pfn {pfn} is not the head of an allocated order-{order} block")

@@ -7,7 +7,7 @@ On a mismatch the assertion message carries the concrete op sequence.
 """
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
@@ -27,7 +27,7 @@ def norm(value):
     """Plain-Python form of a return value, so NumPy ints and tuples/lists compare equal."""
     if value is None:
         return None
-    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+    if isinstance(value, (list, tuple)) or getattr(value, "ndim", 0) > 0:
         return [norm(v) for v in value]
     return int(value)
 
@@ -87,6 +87,11 @@ class Lockstep(RuleBasedStateMachine):
         for scheme, zone in self.zones.items():
             assert counts(zone) == want, self.report(
                 f"{scheme}: free_counts {counts(zone)} != model {want}")
+            if hasattr(zone, "free_list"):          # optional API: compare list order too
+                for k in range(11):
+                    got, want_k = norm(zone.free_list(k)), self.model.free_list(k)
+                    assert got == want_k, self.report(
+                        f"{scheme}: free_list({k}) {got} != model {want_k}")
         for mh, zh, _ in self.open:
             want = norm(self.model.captured(mh))
             for scheme, zone in self.zones.items():
@@ -119,6 +124,7 @@ class Lockstep(RuleBasedStateMachine):
     @rule(order=ORDERS)
     def alloc(self, order):
         res = self.do(f"alloc({order})", lambda m: m.alloc(order), lambda s, z: z.alloc(order))
+        event(f"alloc order {'<=3' if order <= 3 else '>3'}: {res[1] is not None}")
         if res[1] is not None:
             self.held.append((res[1], order))
 
@@ -128,10 +134,18 @@ class Lockstep(RuleBasedStateMachine):
         pfn, order = self.held.pop(i % len(self.held))
         self.do(f"free({pfn}, {order})",
                 lambda m: m.free(pfn, order), lambda s, z: z.free(pfn, order))
+        if any(p <= pfn < p + (1 << o) for p, (_, o) in self.model.captured_in.items()):
+            event("normal free joined a capture list")
         self.freed = (self.freed + [(pfn, order)])[-16:]
 
+    @rule(order=st.integers(0, 3), n=st.integers(2, 6))
+    def alloc_burst(self, order, n):
+        """Several small allocs in a row: they tend to hold buddy pairs."""
+        for _ in range(n):
+            self.alloc(order)
+
     @precondition(lambda self: len(self.open) < MAX_OPEN)
-    @rule(order=st.integers(4, 10))
+    @rule(order=st.one_of(st.integers(4, 5), st.integers(4, 10)))
     def capture_start(self, order):
         handles = {}
         mh = self.do(f"c{self.model.next_handle} = capture_start({order})",
@@ -156,6 +170,7 @@ class Lockstep(RuleBasedStateMachine):
         mh, zh, wanted = self.open.pop(j % len(self.open))
         res = self.do(f"capture_finish(c{mh})  # wanted {wanted}",
                       lambda m: m.capture_finish(mh), lambda s, z: z.capture_finish(zh[s]))
+        event(f"capture_finish: {'block' if res[1] is not None else 'None'}")
         if res[1] is not None:
             self.held.append((res[1], wanted))
         self.finished = (self.finished + [(mh, zh)])[-8:]
@@ -165,6 +180,7 @@ class Lockstep(RuleBasedStateMachine):
     def drain(self):
         """Finish every capture list, free every block: the zone must be whole again."""
         self.log.append("# drain")
+        event("drain")
         while self.open:
             self.capture_finish(0)
         while self.held:
@@ -184,8 +200,21 @@ class Lockstep(RuleBasedStateMachine):
 
     # ---- invalid operations -----------------------------------------------
 
-    @rule(kind=st.sampled_from(["alloc11", "alloc-1", "start3", "start11", "range",
-                                "finished", "unknown"]))
+    BAD_PLAIN = ["alloc11", "alloc-1", "start3", "start11", "range", "finished", "unknown"]
+    BAD_HELD = ["order+", "order-", "order11", "inside", "into_open"]
+    BAD_NOT_HELD = ["double", "free_list", "captured"]
+
+    @rule(kind=st.sampled_from(BAD_PLAIN + BAD_HELD + BAD_NOT_HELD), i=PICK)
+    def bad(self, kind, i):
+        """One invalid op: must raise ValueError everywhere and change nothing."""
+        if kind in self.BAD_PLAIN:
+            self.bad_plain(kind)
+        elif kind in self.BAD_HELD:
+            if self.held:
+                self.bad_held(kind, i)
+        else:
+            self.bad_not_held(kind, i)
+
     def bad_plain(self, kind):
         if kind == "alloc11":
             self.invalid("alloc(11)", lambda m: m.alloc(11), lambda s, z: z.alloc(11))
@@ -224,8 +253,6 @@ class Lockstep(RuleBasedStateMachine):
                                  lambda m: m.capture_finish(-1),
                                  lambda s, z: z.capture_finish(h))
 
-    @precondition(lambda self: self.held)
-    @rule(kind=st.sampled_from(["order+", "order-", "order11", "inside", "into_open"]), i=PICK)
     def bad_held(self, kind, i):
         pfn, order = self.held[i % len(self.held)]
         if kind == "order+" or (kind == "order-" and order == 0):
@@ -247,7 +274,6 @@ class Lockstep(RuleBasedStateMachine):
                              lambda m: m.free(p, o, capture=mh),
                              lambda s, z: z.free(p, o, capture=zh[s]))
 
-    @rule(kind=st.sampled_from(["double", "free_list", "captured"]), i=PICK)
     def bad_not_held(self, kind, i):
         """Free a block that is not allocated: already freed, on a free list, or captured."""
         if kind == "double":
@@ -263,7 +289,7 @@ class Lockstep(RuleBasedStateMachine):
 
 
 Lockstep.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=60, deadline=None,
+    max_examples=500, stateful_step_count=100, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 TestLockstep = Lockstep.TestCase
 

@@ -1,0 +1,181 @@
+"""`python -m harness bench`: allocator throughput, both schemes, 1 and N threads, vs plain Python.
+
+Workload (the same for every variant): each thread keeps up to HELD blocks;
+each step it allocates (order drawn from MIX) when it holds fewer than half,
+frees a random held block when it holds more than half, and otherwise tosses
+a coin.  An operation is one alloc attempt or one free.  Every variant runs
+in the same process, one after another, so ratios compare like with like.
+"""
+
+import threading
+import time
+
+import numpy as np
+from numba import njit
+
+from harness import zone as Z
+from harness.atomics import load_acquire
+from harness.baseline import PyZone
+from harness.locks import CTL_STOP, L_ACQ, L_CONT
+from harness.rng import bounded, seed_state, step
+
+MIX = {0: 60, 1: 20, 2: 10, 3: 9.5, 9: 0.5}     # percent; "mostly 0-3, occasional order 9"
+HELD = 256
+PAGES = 1 << 16
+B_OPS, B_RNG = Z.T_USER0, Z.T_USER0 + 1
+
+
+def mix_cdf(mix):
+    """Cumulative weights (out of 2**20) per order 0..10, for `draw_order`."""
+    w = np.array([mix.get(k, 0) for k in range(Z.MAX_ORDER)], float)
+    return np.round(np.cumsum(w) / w.sum() * (1 << 20)).astype(np.int64)
+
+
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
+def draw_order(cdf, x):
+    """An order drawn from the cumulative weights `cdf` with random state `x`."""
+    r = bounded(x, 1 << 20)
+    k = 0
+    while cdf[k] <= r:
+        k += 1
+    return k
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def bench_worker(z, th, me, cdf, held_pfn, held_order):
+    """One thread's whole benchmark: loop alloc/free until the stop word is set."""
+    rows = th.threads
+    x = rows[me, B_RNG]
+    n = 0
+    ops = 0
+    cap = held_pfn.shape[0]
+    while True:
+        if (ops & 1023) == 0:
+            rows[me, B_OPS] = ops
+            if load_acquire(z.ctl, CTL_STOP) != 0:
+                break
+        ops += 1
+        x = step(x)
+        if n == 0 or (n < cap // 2 and bounded(x, 4) != 0) or (n < cap and bounded(x, 2) == 0):
+            x = step(x)
+            order = draw_order(cdf, x)
+            pfn = Z.alloc_block(z, th, me, order)
+            if pfn >= 0:
+                held_pfn[n] = pfn
+                held_order[n] = order
+                n += 1
+        else:
+            x = step(x)
+            j = bounded(x, n)
+            Z.free_block(z, th, me, held_pfn[j], held_order[j], -1)
+            n -= 1
+            held_pfn[j] = held_pfn[n]
+            held_order[j] = held_order[n]
+    rows[me, B_OPS] = ops
+    rows[me, B_RNG] = x
+    return ops
+
+
+def run_numba(scheme, nthreads, seconds, seed=1):
+    """ops/s of the Numba allocator; also its lock contention."""
+    z = Z.new_zone(PAGES, scheme)
+    th = Z.new_threads(nthreads)
+    for t in range(nthreads):
+        th.threads[t, B_RNG] = seed_state(seed, t)
+    cdf = mix_cdf(MIX)
+    helds = [(np.zeros(HELD, np.int64), np.zeros(HELD, np.int64)) for _ in range(nthreads)]
+    threads = [threading.Thread(target=bench_worker, args=(z, th, t, cdf, *helds[t]))
+               for t in range(nthreads)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    z.ctl[CTL_STOP] = 1
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    ops = int(th.threads[:, B_OPS].sum())
+    acq, cont = int(z.locks[:, L_ACQ].sum()), int(z.locks[:, L_CONT].sum())
+    return {"ops_per_s": ops / wall, "ops": ops, "per_thread": th.threads[:, B_OPS].tolist(), "lock_acquisitions": acq,
+            "contended": cont}
+
+
+def run_python(nthreads, seconds, seed=1):
+    """ops/s of the plain-Python baseline with threading.Lock, same workload."""
+    import random
+    zone = PyZone(PAGES)
+    orders, weights = list(MIX), list(MIX.values())
+    stop = threading.Event()
+    counts = [0] * nthreads
+
+    def body(t):
+        rnd = random.Random(seed * 1000 + t)
+        held, ops = [], 0
+        while not stop.is_set():
+            for _ in range(256):
+                ops += 1
+                n = len(held)
+                if n == 0 or (n < HELD // 2 and rnd.random() < 0.75) or \
+                        (n < HELD and rnd.random() < 0.5):
+                    order = rnd.choices(orders, weights)[0]
+                    pfn = zone.alloc(order)
+                    if pfn is not None:
+                        held.append((pfn, order))
+                else:
+                    j = rnd.randrange(n)
+                    held[j], held[-1] = held[-1], held[j]
+                    zone.free(*held.pop())
+        counts[t] = ops
+
+    threads = [threading.Thread(target=body, args=(t,)) for t in range(nthreads)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"ops_per_s": sum(counts) / wall, "ops": sum(counts)}
+
+
+def warm_up():
+    """Compile (or load from cache) every kernel the bench uses; returns seconds taken."""
+    t0 = time.perf_counter()
+    for scheme in Z.SCHEMES:
+        run_numba(scheme, 1, 0.0)
+    return time.perf_counter() - t0
+
+
+def run_bench(seconds=1.5, threads=(1, 2), repeats=1):
+    """All variants; the best of `repeats` runs of each (the machine is shared and noisy)."""
+    result = {"warmup_s": warm_up(), "seconds": seconds, "pages": PAGES, "mix": MIX,
+              "held": HELD, "results": {}}
+    res = result["results"]
+    for n in threads:
+        for name, fn in (("python", lambda: run_python(n, seconds)),
+                         ("zone", lambda: run_numba("zone", n, seconds)),
+                         ("fine", lambda: run_numba("fine", n, seconds))):
+            runs = [fn() for _ in range(repeats)]
+            res[f"{name}/{n}"] = max(runs, key=lambda r: r["ops_per_s"])
+    ratios = {}
+    for n in threads:
+        base = res[f"python/{n}"]["ops_per_s"]
+        for name in ("zone", "fine"):
+            ratios[f"{name}/{n} vs python/{n}"] = res[f"{name}/{n}"]["ops_per_s"] / base
+        ratios[f"fine/{n} vs zone/{n}"] = res[f"fine/{n}"]["ops_per_s"] / \
+            res[f"zone/{n}"]["ops_per_s"]
+    result["ratios"] = ratios
+    return result
+
+
+def format_bench(result):
+    lines = [f"warm-up (JIT compile or cache load): {result['warmup_s']:.2f} s",
+             f"{'variant':<12}{'ops/s':>16}{'lock acq':>14}{'contended':>12}"]
+    for name, r in result["results"].items():
+        acq = f"{r['lock_acquisitions']:,}" if "lock_acquisitions" in r else "-"
+        cont = f"{r['contended']:,}" if "contended" in r else "-"
+        lines.append(f"{name:<12}{r['ops_per_s']:>16,.0f}{acq:>14}{cont:>12}")
+    lines.append("ratios:")
+    lines += [f"  {k:<24} {v:8.2f}x" for k, v in result["ratios"].items()]
+    return "\n".join(lines)
