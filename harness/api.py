@@ -6,6 +6,7 @@ through thread slot 0; a Zone object is not meant for concurrent Python use
 (the stress workers call the kernels directly, each with its own slot).
 """
 
+from harness import layout as L
 from harness import zone as Z
 from harness.invariants import check_zone
 
@@ -15,19 +16,20 @@ class Zone:
 
     def __init__(self, pages=1 << 16, locking="fine", capture_lists=64):
         if isinstance(pages, bool) or not isinstance(pages, int) or pages <= 0 \
-                or pages % (1 << Z.TOP):
-            raise ValueError(f"pages must be a positive multiple of {1 << Z.TOP}, got {pages!r}")
-        if locking not in Z.SCHEMES:
-            raise ValueError(f"locking must be one of {sorted(Z.SCHEMES)}, got {locking!r}")
+                or pages % (1 << L.TOP):
+            raise ValueError(f"pages must be a positive multiple of {1 << L.TOP}, got {pages!r}")
+        if locking not in L.SCHEMES:
+            raise ValueError(f"locking must be one of {sorted(L.SCHEMES)}, got {locking!r}")
         self.pages, self.locking = pages, locking
-        self.state = Z.new_zone(pages, locking, capture_lists)
-        self.threads = Z.new_threads(1)
+        self.table = L.new_zone_table(pages, locking, capture_lists)
+        self.threads = L.new_thread_table(1)
+        self.sections = L.Sections(self.table)
         self._lists = {}            # open capture handle -> list row
         self._next_handle = 0
 
     def _order(self, order, low=0):
-        if isinstance(order, bool) or not isinstance(order, int) or not low <= order <= Z.TOP:
-            raise ValueError(f"order must be an int in {low}..{Z.TOP}, got {order!r}")
+        if isinstance(order, bool) or not isinstance(order, int) or not low <= order <= L.TOP:
+            raise ValueError(f"order must be an int in {low}..{L.TOP}, got {order!r}")
 
     def _list(self, c):
         try:
@@ -38,7 +40,7 @@ class Zone:
     def alloc(self, order):
         """Allocate a block of 2**order pages; its first pfn, or None when nothing fits."""
         self._order(order)
-        pfn = Z.alloc_block(self.state, self.threads, 0, order)
+        pfn = Z.alloc_block(self.table, self.threads, 0, order)
         return None if pfn == Z.NONE else pfn
 
     def free(self, pfn, order, capture=None):
@@ -47,13 +49,13 @@ class Zone:
         if isinstance(pfn, bool) or not isinstance(pfn, int) or not 0 <= pfn < self.pages:
             raise ValueError(f"pfn must be an int in 0..{self.pages - 1}, got {pfn!r}")
         target = -1 if capture is None else self._list(capture)
-        if Z.free_block(self.state, self.threads, 0, pfn, order, target) == Z.EINVAL:
+        if Z.free_block(self.table, self.threads, 0, pfn, order, target) == Z.EINVAL:
             raise ValueError(f"pfn {pfn} is not the head of an allocated block of order {order}")
 
     def capture_start(self, order):
         """Open an empty capture list for a reclaimer that wants a block of `order` (> 3)."""
         self._order(order, low=Z.COSTLY_ORDER + 1)
-        row = Z.capture_start(self.state, self.threads, 0, order)
+        row = Z.capture_start(self.table, self.threads, 0, order)
         if row < 0:
             raise RuntimeError("all capture lists are in use; finish one first")
         handle = self._next_handle
@@ -63,33 +65,33 @@ class Zone:
 
     def captured(self, c):
         """The blocks on capture list `c`, head first, as (pfn, order) pairs."""
-        pages, lists = self.state.pages, self.state.lists
-        out, p = [], int(lists[self._list(c), Z.LS_HEAD])
+        pages, lists = self.sections.pages, self.sections.lists
+        out, p = [], int(lists[self._list(c), L.LS_HEAD])
         while p >= 0:
-            out.append((p, int(pages[p, Z.PG_ORDER])))
-            p = int(pages[p, Z.PG_NEXT])
+            out.append((p, int(pages[p, L.PG_ORDER])))
+            p = int(pages[p, L.PG_NEXT])
         return out
 
     def capture_finish(self, c):
         """Close list `c`: the carved block's pfn (now allocated), or None; the rest is freed."""
         row = self._list(c)
-        pfn = Z.capture_finish(self.state, self.threads, 0, row)
+        pfn = Z.capture_finish(self.table, self.threads, 0, row)
         del self._lists[c]
         return None if pfn == Z.NONE else pfn
 
     def free_counts(self):
         """Blocks on each free list, orders 0..10."""
-        return [int(n) for n in self.state.lists[:Z.NAREAS, Z.LS_COUNT]]
+        return [int(n) for n in self.sections.lists[:L.NAREAS, L.LS_COUNT]]
 
     def free_list(self, order):
         """The pfns on free list `order`, head first."""
         self._order(order)
-        pages, out, p = self.state.pages, [], int(self.state.lists[order, Z.LS_HEAD])
+        pages, out, p = self.sections.pages, [], int(self.sections.lists[order, L.LS_HEAD])
         while p >= 0:
             out.append(p)
-            p = int(pages[p, Z.PG_NEXT])
+            p = int(pages[p, L.PG_NEXT])
         return out
 
     def check(self):
         """[] when every structural invariant holds, else a list of violation dicts."""
-        return check_zone(self.state)
+        return check_zone(self.table)

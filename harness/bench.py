@@ -13,21 +13,21 @@ import time
 import numpy as np
 from numba import njit
 
+from harness import layout as L
 from harness import zone as Z
 from harness.atomics import load_acquire
 from harness.baseline import PyZone
-from harness.locks import CTL_STOP, L_ACQ, L_CONT
+from harness.locks import L_ACQ, L_CONT
 from harness.rng import bounded, seed_state, step
 
 MIX = {0: 60, 1: 20, 2: 10, 3: 9.5, 9: 0.5}     # percent; "mostly 0-3, occasional order 9"
 HELD = 256
 PAGES = 1 << 16
-B_OPS, B_RNG = Z.T_USER0, Z.T_USER0 + 1
 
 
 def mix_cdf(mix):
     """Cumulative weights (out of 2**20) per order 0..10, for `draw_order`."""
-    w = np.array([mix.get(k, 0) for k in range(Z.MAX_ORDER)], float)
+    w = np.array([mix.get(k, 0) for k in range(L.MAX_ORDER)], float)
     return np.round(np.cumsum(w) / w.sum() * (1 << 20)).astype(np.int64)
 
 
@@ -42,24 +42,24 @@ def draw_order(cdf, x):
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def bench_worker(z, th, me, cdf, held_pfn, held_order):
+def bench_worker(z, t, me, cdf, held_pfn, held_order):
     """One thread's whole benchmark: loop alloc/free until the stop word is set."""
-    rows = th.threads
-    x = rows[me, B_RNG]
+    x = t[me, L.T_STATE, L.T_RNG]
+    stop = L.ctl_row(z)
     n = 0
     ops = 0
     cap = held_pfn.shape[0]
     while True:
         if (ops & 1023) == 0:
-            rows[me, B_OPS] = ops
-            if load_acquire(z.ctl, CTL_STOP) != 0:
+            t[me, L.T_COUNT0, 0] = ops
+            if load_acquire(z, (stop, L.CTL_STOP)) != 0:
                 break
         ops += 1
         x = step(x)
         if n == 0 or (n < cap // 2 and bounded(x, 4) != 0) or (n < cap and bounded(x, 2) == 0):
             x = step(x)
             order = draw_order(cdf, x)
-            pfn = Z.alloc_block(z, th, me, order)
+            pfn = Z.alloc_block(z, t, me, order)
             if pfn >= 0:
                 held_pfn[n] = pfn
                 held_order[n] = order
@@ -67,21 +67,21 @@ def bench_worker(z, th, me, cdf, held_pfn, held_order):
         else:
             x = step(x)
             j = bounded(x, n)
-            Z.free_block(z, th, me, held_pfn[j], held_order[j], -1)
+            Z.free_block(z, t, me, held_pfn[j], held_order[j], -1)
             n -= 1
             held_pfn[j] = held_pfn[n]
             held_order[j] = held_order[n]
-    rows[me, B_OPS] = ops
-    rows[me, B_RNG] = x
+    t[me, L.T_COUNT0, 0] = ops
+    t[me, L.T_STATE, L.T_RNG] = x
     return ops
 
 
 def run_numba(scheme, nthreads, seconds, seed=1):
     """ops/s of the Numba allocator; also its lock contention."""
-    z = Z.new_zone(PAGES, scheme)
-    th = Z.new_threads(nthreads)
+    z = L.new_zone_table(PAGES, scheme)
+    th = L.new_thread_table(nthreads)
     for t in range(nthreads):
-        th.threads[t, B_RNG] = seed_state(seed, t)
+        th[t, L.T_STATE, L.T_RNG] = seed_state(seed, t)
     cdf = mix_cdf(MIX)
     helds = [(np.zeros(HELD, np.int64), np.zeros(HELD, np.int64)) for _ in range(nthreads)]
     threads = [threading.Thread(target=bench_worker, args=(z, th, t, cdf, *helds[t]))
@@ -90,13 +90,15 @@ def run_numba(scheme, nthreads, seconds, seed=1):
     for t in threads:
         t.start()
     time.sleep(seconds)
-    z.ctl[CTL_STOP] = 1
+    z[L.ctl_row_py(z), L.CTL_STOP] = 1
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    ops = int(th.threads[:, B_OPS].sum())
-    acq, cont = int(z.locks[:, L_ACQ].sum()), int(z.locks[:, L_CONT].sum())
-    return {"ops_per_s": ops / wall, "ops": ops, "per_thread": th.threads[:, B_OPS].tolist(), "lock_acquisitions": acq,
+    per_thread = th[:, L.T_COUNT0, 0]
+    locks = L.Sections(z).locks
+    acq, cont = int(locks[:, L_ACQ].sum()), int(locks[:, L_CONT].sum())
+    return {"ops_per_s": int(per_thread.sum()) / wall, "ops": int(per_thread.sum()),
+            "per_thread": per_thread.tolist(), "lock_acquisitions": acq,
             "contended": cont}
 
 
@@ -142,7 +144,7 @@ def run_python(nthreads, seconds, seed=1):
 def warm_up():
     """Compile (or load from cache) every kernel the bench uses; returns seconds taken."""
     t0 = time.perf_counter()
-    for scheme in Z.SCHEMES:
+    for scheme in L.SCHEMES:
         run_numba(scheme, 1, 0.0)
     return time.perf_counter() - t0
 

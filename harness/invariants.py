@@ -7,7 +7,8 @@ violation; `describe` turns rows into dicts for reports and `Zone.check`.
 import numpy as np
 from numba import njit
 
-from harness.zone import (ALLOC, CAPTURED, FREE, LS_COUNT, LS_HEAD, LS_STATE, NAREAS, OPEN,
+from harness.layout import Sections
+from harness.layout import (ALLOC, CAPTURED, FREE, LS_COUNT, LS_HEAD, LS_STATE, NAREAS, OPEN,
                           PG_LIST, PG_NEXT, PG_ORDER, PG_PREV, PG_STATE, TAIL, TOP)
 
 (V_OVERLAP, V_MISALIGNED, V_BAD_ORDER, V_LIST_LINK, V_LIST_STATE, V_LIST_COUNT,
@@ -99,10 +100,11 @@ def check_kernel(pages, lists, out):
     return n
 
 
-def check_zone(state):
-    """All invariant violations of a quiescent zone, as dicts (empty list when clean)."""
+def check_zone(z):
+    """All invariant violations of a quiescent zone table, as dicts (empty list when clean)."""
+    sec = Sections(z)
     out = np.zeros((MAX_REPORTED, 4), np.int64)
-    n = check_kernel(state.pages, state.lists, out)
+    n = check_kernel(sec.pages, sec.lists, out)
     return [describe(row) for row in out[:min(n, MAX_REPORTED)]] + (
         [{"kind": "truncated", "message": f"{n - MAX_REPORTED} more violations not shown"}]
         if n > MAX_REPORTED else [])
