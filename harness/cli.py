@@ -38,9 +38,115 @@ def _thread_counts(text):
     return counts
 
 
+def _int_at_least(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _order_mix(text):
+    """"0:60,1:20,9:0.5" -> {0: 60.0, 1: 20.0, 9: 0.5}"""
+    mix = {}
+    try:
+        for part in text.split(","):
+            order, weight = part.split(":")
+            mix[int(order)] = float(weight)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"order mix must look like 0:60,1:20,9:0.5, got {text!r}") from None
+    if not mix or any(not 0 <= o <= 10 for o in mix) or any(w < 0 for w in mix.values()) \
+            or sum(mix.values()) <= 0:
+        raise argparse.ArgumentTypeError(f"orders must be 0..10 with weights >= 0, got {text!r}")
+    return mix
+
+
+def _detectors(text):
+    from harness.runner import DETECTORS
+    names = () if text == "none" else tuple(x for x in text.split(",") if x)
+    bad = [n for n in names if n not in DETECTORS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown detector {bad[0]!r}; choose from {','.join(DETECTORS)} or none")
+    return names
+
+
+def add_run_options(p):
+    """Options shared by every command that runs the stress workers."""
+    from harness.runner import RunConfig
+    d = RunConfig()
+    p.add_argument("--threads", type=_int_at_least(1), default=d.threads,
+                   help=f"worker threads (default: all cores, {d.threads})")
+    p.add_argument("--reclaimers", type=_int_at_least(0), default=d.reclaimers,
+                   help=f"how many of them are direct reclaimers (default {d.reclaimers})")
+    p.add_argument("--seconds", type=_positive_float, default=d.seconds,
+                   help=f"run length (default {d.seconds:g})")
+    p.add_argument("--seed", type=_int_at_least(0), default=d.seed, help="run seed (default 1)")
+    p.add_argument("--pages", type=_int_at_least(1), default=d.pages,
+                   help=f"zone size in pages, a multiple of 1024 (default {d.pages})")
+    p.add_argument("--locking", choices=("fine", "zone"), default=d.locking,
+                   help="lock scheme (default fine)")
+    p.add_argument("--capture", action=argparse.BooleanOptionalAction, default=d.capture,
+                   help="reclaimers capture freed pages (default on)")
+    p.add_argument("--alloc-mix", type=_order_mix, default=d.alloc_mix,
+                   help="allocator order weights, e.g. 0:60,1:20,2:10,3:9.5,9:0.5")
+    p.add_argument("--reclaim-mix", type=_order_mix, default=d.reclaim_mix,
+                   help="reclaimer wanted-order weights (orders > 3), default 4..10 uniform")
+    p.add_argument("--detectors", type=_detectors, default=d.detectors,
+                   help="comma list of ownership,poison,invariants,trace, or none (default all)")
+    p.add_argument("--check-ms", type=_int_at_least(0), default=d.check_ms,
+                   help=f"quiescent invariant checks every N ms, 0 = only at the end"
+                        f" (default {d.check_ms})")
+    p.add_argument("--stall-seconds", type=_positive_float, default=d.stall_s,
+                   help=f"watchdog: a thread without progress this long is a hang"
+                        f" (default {d.stall_s:g})")
+    p.add_argument("--keep-going", action="store_true",
+                   help="do not stop at the first violation")
+    p.add_argument("--report-dir", default="reports", help="where reports go (default reports/)")
+    p.add_argument("--json", action="store_true", help="print the result JSON to stdout")
+
+
+def run_config(args):
+    """A RunConfig from parsed options; bad combinations raise UsageError."""
+    from harness.runner import RunConfig
+    if args.reclaimers > args.threads:
+        raise UsageError(f"--reclaimers ({args.reclaimers}) cannot exceed --threads"
+                         f" ({args.threads})")
+    if args.pages % 1024:
+        raise UsageError(f"--pages must be a multiple of 1024, got {args.pages}")
+    if args.pages > 1 << 24:
+        raise UsageError(f"--pages {args.pages} is too large (at most {1 << 24}, 1 GiB of"
+                         " page structs)")
+    if args.threads > 256:
+        raise UsageError(f"--threads {args.threads} is too many (at most 256)")
+    if any(o <= 3 for o, w in args.reclaim_mix.items() if w > 0):
+        raise UsageError("--reclaim-mix orders must be > 3 (capture is for costly orders)")
+    if "invariants" not in args.detectors:
+        args.check_ms = 0
+    return RunConfig(threads=args.threads, reclaimers=args.reclaimers, seconds=args.seconds,
+                     seed=args.seed, pages=args.pages, locking=args.locking, capture=args.capture,
+                     alloc_mix=args.alloc_mix, reclaim_mix=args.reclaim_mix,
+                     detectors=args.detectors, check_ms=args.check_ms, stall_s=args.stall_seconds,
+                     stop_on_violation=not args.keep_going,
+                     lockdep=getattr(args, "lockdep", False),
+                     fault=getattr(args, "fault", "") or "",
+                     chaos=getattr(args, "chaos", 0.0) or 0.0)
+
+
 def build_parser():
     parser = _Parser(prog="python -m harness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    stress = sub.add_parser("stress", help="the stress run: allocators and reclaimers on one zone")
+    add_run_options(stress)
+
+    report = sub.add_parser("report", help="re-render the summary of a saved report")
+    report.add_argument("file")
 
     bench = sub.add_parser("bench", help="allocator throughput: schemes x threads vs plain Python")
     bench.add_argument("--seconds", type=_positive_float, default=1.5,
@@ -64,7 +170,74 @@ def cmd_bench(args):
     return 0
 
 
-COMMANDS = {"bench": cmd_bench}
+class Progress:
+    """A live progress line on a terminal, plain periodic lines otherwise."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.tty = stream, stream.isatty()
+        self.last_ops, self.last_t = 0, 0.0
+
+    def __call__(self, run, sample):
+        from harness.report import totals
+        dt = sample["t"] - self.last_t
+        rate = (sample["ops"] - self.last_ops) / dt if dt > 0 else 0
+        self.last_ops, self.last_t = sample["ops"], sample["t"]
+        c = run.t[:, 8:16].reshape(len(run.t), -1)
+        from workers import common as W
+        tries = int(c[:, W.C_HIGH_TRY0:W.C_HIGH_TRY0 + 11].sum())
+        oks = int(c[:, W.C_HIGH_OK0:W.C_HIGH_OK0 + 11].sum())
+        high = f"{100 * oks / tries:.0f}% of {tries}" if tries else "-"
+        line = (f"[{sample['t']:6.1f}s / {run.cfg.seconds:g}s] {rate:13,.0f} ops/s  "
+                f"high-order ok {high}  violations {sample['violations']}")
+        if self.tty:
+            self.stream.write("\r" + line + "\033[K")
+        elif int(sample["t"]) % 2 == 0 or sample["violations"]:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def end(self):
+        if self.tty:
+            self.stream.write("\n")
+
+
+def cmd_stress(args):
+    from harness.report import save, summary
+    from harness.runner import Run, collect, warm_up
+    cfg = run_config(args)
+    quiet = args.json
+    say = (lambda *a: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    say("warm-up: compiling or loading the kernels...")
+    warm = warm_up()
+    say(f"warm-up: {warm:.2f} s")
+    progress = None if quiet else Progress()
+    run = Run(cfg, progress)
+    say(f"running {cfg.threads} threads ({cfg.reclaimers} reclaimers) for {cfg.seconds:g} s"
+        f" on {cfg.pages} pages, locking={cfg.locking}, capture={'on' if cfg.capture else 'off'}")
+    wall, cpu = run.execute()
+    if progress:
+        progress.end()
+    result = collect(run, wall, cpu, warm, run.finish())
+    path = save(result, args.report_dir)
+    result["report_path"] = path
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    else:
+        print(summary(result))
+    return result["exit_status"]
+
+
+def cmd_report(args):
+    from harness.report import summary
+    try:
+        with open(args.file) as f:
+            result = json.load(f)
+        print(summary(result))
+    except (OSError, ValueError, KeyError) as err:
+        raise UsageError(f"cannot read report {args.file}: {err}") from None
+    return 0
+
+
+COMMANDS = {"stress": cmd_stress, "bench": cmd_bench, "report": cmd_report}
 
 
 def main(argv=None):

@@ -18,7 +18,8 @@ its own thread (so harness bookkeeping never races):
     row T_STATE                  waiting-for lock row, heartbeat, ring position, ...
     row T_HELD                   lockdep held-lock stack (lock rows)
     rows T_EDGE0 + held class    lockdep: first site + 1 that took class `f` holding it
-    rows T_COUNT0 ..             worker counters (C_* fields, see workers)
+    rows T_COUNT0 ..             worker counters (see workers.counters)
+    rows T_VIOL0 ..              the first violations this thread detected (V_* fields)
     rows T_RING0 ..              flight recorder: 2 entries a row of (op, pfn, order, ns)
 """
 
@@ -41,21 +42,21 @@ LS_HEAD, LS_COUNT, LS_STATE, LS_WANTED, LS_OWNER, LS_OWN, LS_OTHER, LS_MERGED = 
 UNUSED, OPEN, CLOSED = range(3)
 
 # ctl and meta rows
-CTL_STOP, CTL_PARK = 0, 1
+CTL_STOP, CTL_PARK, CTL_ABORT = 0, 1, 2   # stop: between operations; abort: lock waits give up
 (M_PAGES, M_SCHEME, M_NCAP, M_LIST0, M_BLOCK0, M_CAP0, M_AREA0, M_POOL0) = range(W)
-META_FLAGS = 8                          # a second meta row: switches read by kernels
-F_LOCKDEP, F_TRACE, F_FAULT, F_CHAOS, F_DETECT = range(5)
+F_LOCKDEP, F_TRACE, F_FAULT, F_CHAOS, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION = range(7)
 SCHEME_ZONE, SCHEME_FINE = 0, 1
 SCHEMES = {"zone": SCHEME_ZONE, "fine": SCHEME_FINE}
 
 # thread table
 T_STATE, T_HELD = 0, 1
-T_WAITING, T_HEARTBEAT, T_RING_POS, T_RNG, T_NHELD, T_LOCKDEP_ERR, T_OSTID = range(7)
+T_WAITING, T_HEARTBEAT, T_RING_POS, T_RNG, T_NHELD, T_LOCKDEP_ERR, T_NVIOL, T_PARKED = range(8)
 MAX_HELD = W
 T_EDGE0 = 2
 T_COUNT0, COUNT_ROWS = 8, 8
+T_VIOL0, VIOL_ROWS = T_COUNT0 + COUNT_ROWS, 4
 RING = 256
-T_RING0 = T_COUNT0 + COUNT_ROWS
+T_RING0 = T_VIOL0 + VIOL_ROWS
 T_ROWS = T_RING0 + RING // 2
 
 

@@ -11,8 +11,9 @@ A lock is one 64-byte row of the zone table (one cache line per lock word):
     tryfail  failed trylocks (atomic add: many threads may fail at once)
 
 Waits are abortable: a blocked thread sleeps in futex waits of at most
-WAIT_SLICE_NS and gives up (returns False) once the run-wide stop word is
-set, so a watchdog can end a deadlocked run.  While it waits, the thread
+WAIT_SLICE_NS and gives up (returns False) once the run-wide abort word is
+set, so a watchdog can end a deadlocked run.  (After an abort the zone is
+not trusted: the interrupted operation may be half done.)  While it waits, the thread
 publishes the row it waits for in its thread row (`T_WAITING`), which the
 watchdog reads to build the wait-for graph.  The futex works on the low
 32 bits of `word` (little-endian CPUs only).
@@ -22,7 +23,7 @@ from numba import njit
 
 from harness.atomics import cas, cpu_pause, fetch_add, futex_wait, futex_wake, load_acquire, \
     monotonic_ns, store_release, xchg
-from harness.layout import CTL_STOP, T_STATE, T_WAITING, ctl_row
+from harness.layout import CTL_ABORT, T_STATE, T_WAITING, ctl_row
 
 L_WORD, L_OWNER, L_ACQ, L_CONT, L_WAIT_NS, L_CLASS, L_TRYFAIL = range(7)
 
@@ -54,7 +55,7 @@ def _lock_slow(z, row, me, t):
         stop = ctl_row(z)
         c = xchg(z, (row, L_WORD), 2)
         while c != 0:
-            if load_acquire(z, (stop, CTL_STOP)) != 0:
+            if load_acquire(z, (stop, CTL_ABORT)) != 0:
                 t[me, T_STATE, T_WAITING] = 0
                 return False
             futex_wait(z, (row, L_WORD), 2, WAIT_SLICE_NS)

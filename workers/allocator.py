@@ -1,0 +1,71 @@
+"""Plain allocator role: allocate from an order mix, hold, write, free; cache some order-0 pages.
+
+One call runs the whole thread until the stop word is set.  Each step it
+allocates when it holds few blocks, frees a random held block when it holds
+many, and tosses a coin in between, so blocks are held for a random time.
+A freed order-0 page goes to the page-cache pool instead, CFG_CACHE_PCT
+percent of the time, so that reclaimers find memory to reclaim.
+"""
+
+from numba import njit
+
+from harness import zone as Z
+from harness.layout import T_RNG, T_STATE
+from harness.rng import bounded, step
+from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_ALLOCS, C_CACHED, C_FREES, C_OPS,
+                            CFG_CACHE_PCT, CFG_CDF0, CFG_HELD, H_ORDER, H_PFN, H_TAG,
+                            K_REJECTED_FREE, PAGECACHE, POISON, between_ops, claim_block, count,
+                            draw_order, hand_over, make_tag, pagecache_tag, pool_has_room,
+                            pool_put, violation)
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def allocator_loop(z, t, me, pool, held, cfg):
+    """Run the allocator role for thread slot `me`; returns the number of held blocks."""
+    x = t[me, T_STATE, T_RNG]
+    cap = min(cfg[CFG_HELD], held.shape[0])
+    n = 0
+    seq = 0
+    while not between_ops(z, t, me):
+        count(t, me, C_OPS, 1)
+        x = step(x)
+        if n == 0 or (n < cap // 2 and bounded(x, 4) != 0) or (n < cap and bounded(x, 2) == 0):
+            x = step(x)
+            order = draw_order(cfg, CFG_CDF0, x)
+            pfn = Z.alloc_block(z, t, me, order)
+            if pfn == Z.ABORTED:
+                count(t, me, C_ABORTS, 1)
+                break
+            if pfn < 0:
+                count(t, me, C_ALLOC_FAIL, 1)
+                continue
+            count(t, me, C_ALLOCS, 1)
+            seq += 1
+            tag = make_tag(me, seq)
+            claim_block(z, t, me, pfn, order, tag)
+            held[n, H_PFN], held[n, H_ORDER], held[n, H_TAG] = pfn, order, tag
+            n += 1
+        else:
+            x = step(x)
+            j = bounded(x, n)
+            pfn, order, tag = held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG]
+            n -= 1
+            held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG] = \
+                held[n, H_PFN], held[n, H_ORDER], held[n, H_TAG]
+            x = step(x)
+            if order == 0 and bounded(x, 100) < cfg[CFG_CACHE_PCT] and pool_has_room(pool):
+                hand_over(z, t, me, pfn, 0, me, tag, PAGECACHE, pagecache_tag())
+                if pool_put(z, t, me, pool, pfn):
+                    count(t, me, C_CACHED, 1)
+                    continue
+                hand_over(z, t, me, pfn, 0, PAGECACHE, pagecache_tag(), me, tag)
+            hand_over(z, t, me, pfn, order, me, tag, -1, POISON)
+            rc = Z.free_block(z, t, me, pfn, order, -1)
+            if rc == Z.ABORTED:
+                count(t, me, C_ABORTS, 1)
+                break
+            if rc == Z.EINVAL:
+                violation(z, t, me, K_REJECTED_FREE, pfn, order, pfn, 0, 0)
+            count(t, me, C_FREES, 1)
+    t[me, T_STATE, T_RNG] = x
+    return n

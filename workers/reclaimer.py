@@ -1,0 +1,117 @@
+"""Direct reclaimer role: wants high-order blocks; when allocation fails, reclaims with capture.
+
+The flow of the reclaim-capture patch: try to allocate a block of the wanted
+order; on failure open a capture list, free a batch of the oldest page-cache
+pages into it (their buddies freed by other threads join the list too), then
+take the wanted block from the list and free the rest.  With capture off the
+same pages are freed normally and the allocation is retried: the baseline
+the patch improved on.  Obtained blocks are held for a while, then freed.
+"""
+
+from numba import njit
+
+from harness import zone as Z
+from harness.layout import LS_MERGED, LS_OTHER, LS_OWN, T_RNG, T_STATE
+from harness.rng import bounded, step
+from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_ALLOCS, C_CAP_MERGED, C_CAP_NOSLOT,
+                            C_CAP_OTHER, C_CAP_OWN, C_DELIVERED, C_FREES, C_HIGH_DIRECT0,
+                            C_HIGH_OK0, C_HIGH_TRY0, C_OPS, C_RECLAIMED, C_RECLAIMS, C_RETRY_OK,
+                            CFG_BATCH_MIN, CFG_BATCH_MUL, CFG_CAPTURE, CFG_RCDF0, CFG_RHELD,
+                            H_ORDER, H_PFN, H_TAG, K_REJECTED_FREE, PAGECACHE, POISON,
+                            between_ops, claim_block, count, draw_order, hand_over, make_tag,
+                            pagecache_tag, pool_take, violation)
+
+BATCH_MAX = 4096                # size of the `batch` scratch array a reclaimer is given
+
+
+@njit(nogil=True, cache=True, _nrt=False, inline="always")
+def free_checked(z, t, me, pfn, order, owner, tag, target):
+    """Detectors, then free (into capture list `target` if >= 0); False if the run aborted."""
+    hand_over(z, t, me, pfn, order, owner, tag, -1, POISON)
+    rc = Z.free_block(z, t, me, pfn, order, target)
+    if rc == Z.EINVAL:
+        violation(z, t, me, K_REJECTED_FREE, pfn, order, pfn, 0, 0)
+    return rc != Z.ABORTED
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def reclaim(z, t, me, pool, batch, cfg, wanted):
+    """Reclaim page-cache pages for a block of `wanted`; the block's pfn or a status code."""
+    n = pool_take(z, t, me, pool, batch, max(cfg[CFG_BATCH_MIN], cfg[CFG_BATCH_MUL] << wanted))
+    count(t, me, C_RECLAIMS, 1)
+    count(t, me, C_RECLAIMED, n)
+    lst = Z.NONE
+    if cfg[CFG_CAPTURE] != 0:
+        lst = Z.capture_start(z, t, me, wanted)
+        if lst == Z.ABORTED:
+            return Z.ABORTED
+        if lst < 0:
+            count(t, me, C_CAP_NOSLOT, 1)
+    for i in range(n):
+        # A page-cache page becomes ours first, so the detectors see who frees it.
+        hand_over(z, t, me, batch[i], 0, PAGECACHE, pagecache_tag(), me, pagecache_tag())
+        if not free_checked(z, t, me, batch[i], 0, me, pagecache_tag(), lst):
+            return Z.ABORTED
+    if lst >= 0:
+        row = Z.lrow(z, lst)
+        own, other, merged = z[row, LS_OWN], z[row, LS_OTHER], z[row, LS_MERGED]
+        pfn = Z.capture_finish(z, t, me, lst)
+        if pfn == Z.ABORTED:
+            return Z.ABORTED
+        count(t, me, C_CAP_OWN, own)
+        count(t, me, C_CAP_OTHER, other)
+        count(t, me, C_CAP_MERGED, merged)
+        if pfn >= 0:
+            count(t, me, C_DELIVERED, 1)
+            return pfn
+    pfn = Z.alloc_block(z, t, me, wanted)
+    if pfn >= 0:
+        count(t, me, C_RETRY_OK, 1)
+    return pfn
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def reclaimer_loop(z, t, me, pool, held, cfg, batch):
+    """Run the direct-reclaimer role for thread slot `me`; returns the number of held blocks."""
+    x = t[me, T_STATE, T_RNG]
+    cap = min(cfg[CFG_RHELD], held.shape[0])
+    n = 0
+    seq = 0
+    while not between_ops(z, t, me):
+        count(t, me, C_OPS, 1)
+        x = step(x)
+        if n >= cap or (n > 0 and bounded(x, 2) == 0):
+            x = step(x)
+            j = bounded(x, n)
+            pfn, order, tag = held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG]
+            n -= 1
+            held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG] = \
+                held[n, H_PFN], held[n, H_ORDER], held[n, H_TAG]
+            if not free_checked(z, t, me, pfn, order, me, tag, -1):
+                count(t, me, C_ABORTS, 1)
+                break
+            count(t, me, C_FREES, 1)
+            continue
+        x = step(x)
+        wanted = draw_order(cfg, CFG_RCDF0, x)
+        count(t, me, C_HIGH_TRY0 + wanted, 1)
+        pfn = Z.alloc_block(z, t, me, wanted)
+        if pfn >= 0:
+            count(t, me, C_HIGH_DIRECT0 + wanted, 1)
+        elif pfn == Z.NONE:
+            pfn = reclaim(z, t, me, pool, batch, cfg, wanted)
+        if pfn == Z.ABORTED:
+            count(t, me, C_ABORTS, 1)
+            break
+        if pfn < 0:
+            count(t, me, C_ALLOC_FAIL, 1)
+            continue
+        count(t, me, C_ALLOCS, 1)
+        count(t, me, C_HIGH_OK0 + wanted, 1)
+        seq += 1
+        tag = make_tag(me, seq)
+        claim_block(z, t, me, pfn, wanted, tag)
+        held[n, H_PFN], held[n, H_ORDER], held[n, H_TAG] = pfn, wanted, tag
+        n += 1
+    t[me, T_STATE, T_RNG] = x
+    return n
