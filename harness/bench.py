@@ -31,7 +31,7 @@ def mix_cdf(mix):
     return np.round(np.cumsum(w) / w.sum() * (1 << 20)).astype(np.int64)
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def draw_order(cdf, x):
     """An order drawn from the cumulative weights `cdf` with random state `x`."""
     r = bounded(x, 1 << 20)

@@ -60,17 +60,17 @@ T_RING0 = T_VIOL0 + VIOL_ROWS
 T_ROWS = T_RING0 + RING // 2
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def meta_row(z):
     return z.shape[0] - 2
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def flags_row(z):
     return z.shape[0] - 1
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def ctl_row(z):
     return z.shape[0] - 3
 

@@ -31,7 +31,7 @@ SPIN_LIMIT = 100       # pause-spins before sleeping (bench: more spins only bur
 WAIT_SLICE_NS = 2_000_000
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def lock_try(z, row, me):
     """Take the lock at `row` if it is free; never waits.  Returns True on success."""
     if cas(z, (row, L_WORD), 0, 1) == 0:
@@ -68,7 +68,7 @@ def _lock_slow(z, row, me, t):
     return True
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def lock_acquire(z, row, me, t):
     """Take the lock at `row` for thread slot `me`; False if the run stopped while waiting."""
     if cas(z, (row, L_WORD), 0, 1) == 0:
@@ -78,7 +78,7 @@ def lock_acquire(z, row, me, t):
     return _lock_slow(z, row, me, t)
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def lock_release(z, row):
     """Release the lock at `row` (held by the caller); wakes one sleeper if there may be any."""
     z[row, L_OWNER] = 0

@@ -78,6 +78,8 @@ def totals(result):
         "captured_other_pages": sum_("captured_other_pages"),
         "captured_merged_free_pages": sum_("captured_merged_free_pages"),
         "retry_successes": sum_("retry_successes"),
+        "reclaim_success": (sum_("captures_delivered") + sum_("retry_successes"))
+        / max(1, sum_("reclaims")),
     }
 
 
@@ -99,8 +101,9 @@ def summary(result):
         lines.append(
             f"high-order: {tot['high_successes']}/{tot['high_attempts']} "
             f"({100 * tot['high_successes'] / tot['high_attempts']:.1f}%) succeeded;"
-            f" reclaims {tot['reclaims']}, delivered by capture {tot['captures_delivered']},"
-            f" by retry {tot['retry_successes']}")
+            f" reclaims {tot['reclaims']}, after which capture delivered"
+            f" {tot['captures_delivered']} and a retry {tot['retry_successes']}"
+            f" ({100 * tot['reclaim_success'] :.1f}% of reclaims succeeded)")
         lines.append(
             f"captured pages: own frees {tot['captured_own_pages']}, other threads' frees"
             f" {tot['captured_other_pages']}, merged free buddies {tot['captured_merged_free_pages']}")

@@ -7,7 +7,7 @@ thread's row when the loop ends, so the same seed replays the same stream.
 from numba import njit
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def step(x):
     """The next xorshift64 state (never 0 for a non-zero start)."""
     x ^= (x >> 12) & 0x000FFFFFFFFFFFFF      # logical shifts on a signed int64
@@ -16,7 +16,7 @@ def step(x):
     return x
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def bounded(x, n):
     """A random int in 0..n-1 from state `x` (n < 2**31): multiply-shift, no division."""
     r = ((x * 2685821657736338717) >> 33) & 0x7FFFFFFF

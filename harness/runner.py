@@ -48,7 +48,7 @@ class RunConfig:
     held: int = 2048                 # blocks an allocator holds at most
     reclaimer_held: int = 4          # high-order blocks a reclaimer holds at most
     cache_pct: int = 50              # % of freed order-0 pages that go to the page cache
-    pool_fraction: float = 0.5       # page-cache capacity as a fraction of the zone
+    pool_fraction: float = 0.85      # page-cache capacity as a fraction of the zone
     batch_mul: int = 2               # a reclaim takes max(batch_min, batch_mul << order) pages
     batch_min: int = 32
     detectors: tuple = ("ownership", "poison", "invariants", "trace")

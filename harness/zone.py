@@ -44,7 +44,7 @@ NONE, ABORTED, EINVAL = -1, -2, -3
 
 # ---------------------------------------------------------------- locking layer
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def lockdep_note(z, t, me, lk, site):
     """Record class edges held -> lk's class (first site wins) and push lk on the held stack."""
     cls = z[lk, L_CLASS]
@@ -58,7 +58,7 @@ def lockdep_note(z, t, me, lk, site):
     t[me, T_STATE, T_NHELD] = n + 1
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def lockdep_forget(z, t, me, lk):
     """Pop lk from the held stack (any position); count an unlock of a lock not held."""
     n = t[me, T_STATE, T_NHELD]
@@ -71,7 +71,7 @@ def lockdep_forget(z, t, me, lk):
     t[me, T_STATE, T_LOCKDEP_ERR] += 1
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def acquire(z, t, me, lk, site):
     """Take lock row `lk`, telling lockdep when it is on; False if the run stopped."""
     if z[flags_row(z), F_LOCKDEP] != 0:
@@ -83,32 +83,32 @@ def acquire(z, t, me, lk, site):
     return False
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def release(z, t, me, lk):
     if z[flags_row(z), F_LOCKDEP] != 0:
         lockdep_forget(z, t, me, lk)
     lock_release(z, lk)
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def zone_scheme(z):
     return z[meta_row(z), M_SCHEME] == SCHEME_ZONE
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def take(z, t, me, lk, site):
     """Take a fine-scheme lock (block, capture, area); a no-op in the zone scheme."""
     return True if zone_scheme(z) else acquire(z, t, me, lk, site)
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def drop(z, t, me, lk):
     """Release a lock taken by take/trytake."""
     if not zone_scheme(z):
         release(z, t, me, lk)
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def trytake(z, t, me, lk):
     """Trylock: joins the held stack but adds no dependency edge (it waits for nobody)."""
     if zone_scheme(z):
@@ -123,45 +123,45 @@ def trytake(z, t, me, lk):
     return True
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def zone_lock(z):
     return z[meta_row(z), M_BLOCK0] - 1
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def enter(z, t, me):
     """Entry-point lock: the zone lock in the zone scheme, nothing in the fine one."""
     return acquire(z, t, me, zone_lock(z), H.S_ENTER) if zone_scheme(z) else True
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def leave(z, t, me):
     if zone_scheme(z):
         release(z, t, me, zone_lock(z))
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def block_lock(z, pfn):
     return z[meta_row(z), M_BLOCK0] + (pfn >> TOP)
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def area_lock(z, order):
     return z[meta_row(z), M_AREA0] + order
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def capture_lock(z, lst):
     return z[meta_row(z), M_CAP0] + lst - NAREAS
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def lrow(z, lst):
     """Zone-table row of list `lst` (0..10 free lists, 11.. capture lists)."""
     return z[meta_row(z), M_LIST0] + lst
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def trace(z, t, me, op, pfn, order):
     """Append (op, pfn, order, ns) to this thread's flight-recorder ring."""
     if z[flags_row(z), F_TRACE] != 0:
@@ -178,7 +178,7 @@ def trace(z, t, me, op, pfn, order):
 # ---------------------------------------------------------------- list primitives
 # Caller holds the list's lock and the block lock of `pfn`.
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def push_head(z, lst, pfn):
     row = lrow(z, lst)
     old = z[row, LS_HEAD]
@@ -191,7 +191,7 @@ def push_head(z, lst, pfn):
     z[pfn, PG_LIST] = lst
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def unlink(z, lst, pfn):
     nxt, prv = z[pfn, PG_NEXT], z[pfn, PG_PREV]
     row = lrow(z, lst)
@@ -209,7 +209,7 @@ def unlink(z, lst, pfn):
 
 # ---------------------------------------------------------------- allocator kernels
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def expand(z, t, me, pfn, high, low):
     """Split block `pfn` of order `high` down to `low`; upper halves go to the free lists.
 
@@ -226,7 +226,7 @@ def expand(z, t, me, pfn, high, low):
         drop(z, t, me, lk)
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def merge_and_place(z, t, me, pfn, order, target):
     """`__free_one_page` / `__capture_one_page`: coalesce `pfn` and put it on a list.
 

@@ -58,12 +58,12 @@ POOL_RING = 8
 H_PFN, H_ORDER, H_TAG = 0, 1, 2
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def count(t, me, c, n):
     t[me, T_COUNT0 + (c >> 3), c & 7] += n
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def flag(z, f):
     return z[flags_row(z), f] != 0
 
@@ -87,7 +87,7 @@ def violation(z, t, me, kind, pfn, order, page, expected, found):
         store_release(z, (ctl_row(z), CTL_STOP), 1)
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def claim_block(z, t, me, pfn, order, tag):
     """Detectors on allocation: claim every page for `me`, check poison, stamp `tag`."""
     npages = 1 << order
@@ -107,7 +107,7 @@ def claim_block(z, t, me, pfn, order, tag):
             z[p, PG_STAMP] = tag
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def hand_over(z, t, me, pfn, order, owner, tag, new_owner, new_tag):
     """Detectors when a block changes hands: check it is `owner`'s with `tag`, give it on.
 
@@ -130,7 +130,7 @@ def hand_over(z, t, me, pfn, order, owner, tag, new_owner, new_tag):
             violation(z, t, me, K_NOT_OWNER, pfn, order, pfn, owner, old - 1)
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def draw_order(cfg, base, x):
     """An order drawn from the 11 cumulative weights at cfg[base:] with random state `x`."""
     r = bounded(x, 1 << 20)
@@ -140,12 +140,12 @@ def draw_order(cfg, base, x):
     return k
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def make_tag(me, seq):
     return ((me + 1) << 40) | (seq & ((1 << 40) - 1))
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def pagecache_tag():
     return (PAGECACHE + 1) << 40
 
@@ -199,6 +199,6 @@ def pool_take(z, t, me, pool, out, n):
     return k
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def pool_has_room(pool):
     return pool[P_COUNT] < pool[P_CAP]       # a racy hint; pool_put decides under the lock

@@ -24,7 +24,7 @@ from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_ALLOCS, C_CAP_MERGED, C_CA
 BATCH_MAX = 4096                # size of the `batch` scratch array a reclaimer is given
 
 
-@njit(nogil=True, cache=True, _nrt=False, inline="always")
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def free_checked(z, t, me, pfn, order, owner, tag, target):
     """Detectors, then free (into capture list `target` if >= 0); False if the run aborted."""
     hand_over(z, t, me, pfn, order, owner, tag, -1, POISON)
