@@ -6,6 +6,7 @@ bad input.
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -76,6 +77,24 @@ def _detectors(text):
     return names
 
 
+def _fault_name(text):
+    from harness.faults import BY_NAME
+    if text not in BY_NAME:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault {text!r}; choose from {', '.join(BY_NAME)}")
+    return text
+
+
+def _probability(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a probability in 0..1, got {text}")
+    return value
+
+
 def add_run_options(p):
     """Options shared by every command that runs the stress workers."""
     from harness.runner import RunConfig
@@ -105,6 +124,12 @@ def add_run_options(p):
     p.add_argument("--stall-seconds", type=_positive_float, default=d.stall_s,
                    help=f"watchdog: a thread without progress this long is a hang"
                         f" (default {d.stall_s:g})")
+    p.add_argument("--lockdep", action="store_true",
+                   help="validate lock order while running (class graph, cycles, declaration)")
+    p.add_argument("--fault", type=_fault_name, default=None,
+                   help="switch on a seeded locking fault (see `python -m harness faults --list`)")
+    p.add_argument("--chaos", type=_probability, default=0.0,
+                   help="delay injection at race windows with this probability, e.g. 0.01")
     p.add_argument("--keep-going", action="store_true",
                    help="do not stop at the first violation")
     p.add_argument("--report-dir", default="reports", help="where reports go (default reports/)")
@@ -144,6 +169,20 @@ def build_parser():
 
     stress = sub.add_parser("stress", help="the stress run: allocators and reclaimers on one zone")
     add_run_options(stress)
+    stress.add_argument("--dot", metavar="FILE", help="with --lockdep: write the lock graph for"
+                        " Graphviz")
+
+    order = sub.add_parser("lockorder", help="short lockdep runs of each scheme against the"
+                           " declared lock order")
+    order.add_argument("--seconds", type=_positive_float, default=3.0,
+                       help="seconds per scheme (default 3)")
+    order.add_argument("--threads", type=_int_at_least(2), default=max(2, os.cpu_count() or 2))
+    order.add_argument("--seed", type=_int_at_least(0), default=1)
+    order.add_argument("--fault", type=_fault_name, default=None,
+                       help="check a seeded fault instead of the clean code")
+    order.add_argument("--dot", metavar="PREFIX",
+                       help="write PREFIX-<scheme>.dot for each scheme")
+    order.add_argument("--json", action="store_true")
 
     report = sub.add_parser("report", help="re-render the summary of a saved report")
     report.add_argument("file")
@@ -219,6 +258,10 @@ def cmd_stress(args):
     result = collect(run, wall, cpu, warm, run.finish())
     path = save(result, args.report_dir)
     result["report_path"] = path
+    if args.dot and result["lockdep"]:
+        from harness.lockdep import to_dot
+        from harness.report import write_atomic
+        write_atomic(args.dot, to_dot(result["lockdep"]))
     if args.json:
         print(json.dumps(result, indent=1, default=str))
     else:
@@ -237,7 +280,33 @@ def cmd_report(args):
     return 0
 
 
-COMMANDS = {"stress": cmd_stress, "bench": cmd_bench, "report": cmd_report}
+def cmd_lockorder(args):
+    """Exit 0 when every scheme's observed graph is acyclic and inside the declaration."""
+    from harness.lockdep import render, to_dot
+    from harness.report import write_atomic
+    from harness.runner import RunConfig, run_stress
+    status, out = 0, {}
+    for scheme in ("fine", "zone"):
+        cfg = RunConfig(threads=args.threads, reclaimers=1, seconds=args.seconds, seed=args.seed,
+                        pages=1 << 14, locking=scheme, lockdep=True, fault=args.fault or "",
+                        stop_on_violation=False, check_ms=0, detectors=())
+        result = run_stress(cfg)
+        analysis = result["lockdep"]
+        out[scheme] = analysis
+        if analysis["problems"] or result["outcome"] != "completed":
+            status = 1
+        if args.dot:
+            write_atomic(f"{args.dot}-{scheme}.dot", to_dot(analysis))
+        if not args.json:
+            print(render(analysis))
+            print(f"{scheme}: {'OK' if not analysis['problems'] else 'PROBLEMS'}"
+                  f" ({result['outcome']}, {sum(t['ops'] for t in result['threads']):,} ops)\n")
+    if args.json:
+        print(json.dumps(out, indent=1))
+    return status
+
+
+COMMANDS = {"stress": cmd_stress, "lockorder": cmd_lockorder, "bench": cmd_bench, "report": cmd_report}
 
 
 def main(argv=None):

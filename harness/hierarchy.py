@@ -18,7 +18,9 @@ zone scheme (the Linux baseline: one lock for everything):
     pagecache                 workers' page-cache pool, never held into the allocator
 
 Rules: never hold two locks of one class; only the edges declared below may be
-observed (`ALLOWED_EDGES`); ranks give the global order, outermost first.
+observed (`allowed_edges`); ranks give the global order, outermost first; never
+sleep in a lock wait while holding an area lock (`NO_SLEEP`: area locks are
+the zone->lock spinlocks of Linux, and every allocator needs them).
 """
 
 ZONE, BLOCK, CAPTURE, AREA, PAGECACHE = range(5)
@@ -27,6 +29,9 @@ NCLASSES = len(CLASS_NAMES)
 
 # Outermost first: a class may be taken while holding only classes of lower rank.
 RANK = {ZONE: 0, BLOCK: 1, CAPTURE: 2, AREA: 3, PAGECACHE: 4}
+
+NO_SLEEP = (AREA,)
+NO_SLEEP_MASK = sum(1 << c for c in NO_SLEEP)
 
 # The held-while-taking tree of each scheme, as (held, taken, function that takes it).
 DECLARED = {

@@ -18,6 +18,7 @@ its own thread (so harness bookkeeping never races):
     row T_STATE                  waiting-for lock row, heartbeat, ring position, ...
     row T_HELD                   lockdep held-lock stack (lock rows)
     rows T_EDGE0 + held class    lockdep: first site + 1 that took class `f` holding it
+    row T_AUX                    chaos RNG state and hits; lockdep's slept-while-holding record
     rows T_COUNT0 ..             worker counters (see workers.counters)
     rows T_VIOL0 ..              the first violations this thread detected (V_* fields)
     rows T_RING0 ..              flight recorder: 2 entries a row of (op, pfn, order, ns)
@@ -53,6 +54,8 @@ T_STATE, T_HELD = 0, 1
 T_WAITING, T_HEARTBEAT, T_RING_POS, T_RNG, T_NHELD, T_LOCKDEP_ERR, T_NVIOL, T_PARKED = range(8)
 MAX_HELD = W
 T_EDGE0 = 2
+T_AUX = 7                               # chaos RNG and lockdep's sleep-while-holding record
+A_CHAOS_RNG, A_CHAOS_HITS, A_SLEPT_HOLDING, A_SLEPT_CLASS, A_SLEPT_WAITING = range(5)
 T_COUNT0, COUNT_ROWS = 8, 8
 T_VIOL0, VIOL_ROWS = T_COUNT0 + COUNT_ROWS, 4
 RING = 256

@@ -23,7 +23,10 @@ from numba import njit
 
 from harness.atomics import cas, cpu_pause, fetch_add, futex_wait, futex_wake, load_acquire, \
     monotonic_ns, store_release, xchg
-from harness.layout import CTL_ABORT, T_STATE, T_WAITING, ctl_row
+from harness.hierarchy import NO_SLEEP_MASK
+from harness.layout import (A_SLEPT_CLASS, A_SLEPT_HOLDING, A_SLEPT_WAITING, CTL_ABORT, F_LOCKDEP,
+                            MAX_HELD, T_AUX, T_HELD, T_NHELD, T_STATE, T_WAITING, ctl_row,
+                            flags_row)
 
 L_WORD, L_OWNER, L_ACQ, L_CONT, L_WAIT_NS, L_CLASS, L_TRYFAIL = range(7)
 
@@ -43,6 +46,20 @@ def lock_try(z, row, me):
 
 
 @njit(nogil=True, cache=True, _nrt=False)
+def _note_sleep(z, t, me, row):
+    """Lockdep: record going to sleep for lock `row` while holding a NO_SLEEP class."""
+    for j in range(min(t[me, T_STATE, T_NHELD], MAX_HELD)):
+        held = t[me, T_HELD, j]
+        if held == row:                 # lockdep pushed the lock being taken already
+            continue
+        cls = z[held, L_CLASS]
+        if (NO_SLEEP_MASK >> cls) & 1:
+            t[me, T_AUX, A_SLEPT_HOLDING] += 1
+            t[me, T_AUX, A_SLEPT_CLASS] = cls
+            t[me, T_AUX, A_SLEPT_WAITING] = row
+
+
+@njit(nogil=True, cache=True, _nrt=False)
 def _lock_slow(z, row, me, t):
     """Contended path: spin briefly, then sleep on the futex until free or stopped."""
     t0 = monotonic_ns()
@@ -52,6 +69,8 @@ def _lock_slow(z, row, me, t):
             break
     else:
         t[me, T_STATE, T_WAITING] = row + 1
+        if z[flags_row(z), F_LOCKDEP] != 0:
+            _note_sleep(z, t, me, row)
         stop = ctl_row(z)
         c = xchg(z, (row, L_WORD), 2)
         while c != 0:

@@ -122,6 +122,12 @@ def summary(result):
         if wf["cycle"]:
             lines.append("  wait-for cycle: " + " -> ".join(f"thread {n}" for n in wf["cycle"] +
                                                             wf["cycle"][:1]))
+    if result.get("lockdep"):
+        from harness.lockdep import render
+        lines.append(render(result["lockdep"]))
+    if result.get("detection_s"):
+        lines.append("first detection: " + ", ".join(f"{k} after {v:.3f} s"
+                                                     for k, v in result["detection_s"].items()))
     if result["traces"]:
         lines.append("flight recorder (all threads, time order, events on the pfns involved):")
         t0 = result["traces"][0]["ns"]

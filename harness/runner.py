@@ -23,7 +23,9 @@ from harness.atomics import futex_wake
 from harness.invariants import check_zone
 from harness.locks import L_ACQ, L_CLASS, L_CONT, L_WAIT_NS, L_OWNER
 from harness.rng import seed_state
+from harness import faults as F
 from harness import hierarchy as H
+from harness import lockdep
 from workers import common as W
 from workers.allocator import allocator_loop
 from workers.drain import drain_held, drain_pool
@@ -89,6 +91,10 @@ class Run:
         flags[L.F_TRACE] = "trace" in cfg.detectors
         flags[L.F_STOP_ON_VIOLATION] = cfg.stop_on_violation
         flags[L.F_LOCKDEP] = cfg.lockdep
+        flags[L.F_FAULT] = F.BY_NAME[cfg.fault].id if cfg.fault else F.NO_FAULT
+        flags[L.F_CHAOS] = int(cfg.chaos * (1 << 20))
+        for i in range(cfg.threads):
+            self.t[i, L.T_AUX, L.A_CHAOS_RNG] = seed_state(cfg.seed, 1000 + i)
         if flags[L.F_POISON]:
             self.sec.pages[:, L.PG_STAMP] = W.POISON
         cap = max(1, int(cfg.pages * cfg.pool_fraction))
@@ -109,6 +115,7 @@ class Run:
         self.samples = []
         self.outcome = "completed"
         self.unjoined, self.stalled, self.wait_for = [], [], None
+        self.detected_s = {}            # detector -> seconds from start to its first finding
 
     def role(self, i):
         return "reclaimer" if i < self.cfg.reclaimers else "allocator"
@@ -147,12 +154,19 @@ class Run:
         found = check_zone(self.z)
         self.checks += 1
         if found:
+            self.detected("invariants")
             self.check_violations += [dict(v, detector="invariants", epoch=self.epoch,
                                            ns=time.monotonic_ns()) for v in found]
             if self.cfg.stop_on_violation:
                 self.sec.ctl[L.CTL_STOP] = 1
         self._ctl(L.CTL_PARK, 0)
         return True
+
+    def detected(self, detector):
+        self.detected_s.setdefault(detector, round(time.monotonic() - self.t0, 4))
+
+    def lockdep_problems(self):
+        return lockdep.analyze(self.t, self.cfg.locking)["problems"] if self.cfg.lockdep else []
 
     def execute(self):
         """Run the workers to the end; returns wall seconds, CPU seconds."""
@@ -161,7 +175,9 @@ class Run:
                                     daemon=True) for i in range(cfg.threads)]
         proc = psutil.Process()
         cpu0 = sum(proc.cpu_times()[:2])
-        t0 = time.monotonic()
+        t0 = self.t0 = time.monotonic()
+        self.t0_ns = time.monotonic_ns()
+        next_lockdep = t0 + 0.2
         for th in threads:
             th.start()
         last_beat, last_change = self.heartbeats(), np.full(cfg.threads, t0)
@@ -184,12 +200,20 @@ class Run:
                 if stuck:
                     self.stalled = stuck
                     self.outcome = "hang"
+                    self.detected("watchdog")
                     break
+                if cfg.lockdep and now >= next_lockdep:
+                    next_lockdep = now + 0.2
+                    if self.lockdep_problems():
+                        self.detected("lockdep")
+                        if cfg.stop_on_violation:
+                            break
                 if now >= next_check:
                     if not self.park_and_check(alive):
                         self.outcome = "hang"
                         self.stalled = [i for i in range(cfg.threads) if alive[i] and
                                         self.t[i, L.T_STATE, L.T_PARKED] != self.epoch]
+                        self.detected("watchdog")
                         break
                     next_check = time.monotonic() + cfg.check_ms / 1000
                 if now >= next_sample:
@@ -346,7 +370,21 @@ def collect(run, wall, cpu, warm, end):
         "wait_for": run.wait_for,
         "unjoined_threads": run.unjoined,
         "traces": flight_records(run),
+        "lockdep": lockdep.analyze(t, cfg.locking) if cfg.lockdep else None,
+        "detection_s": detection_times(run),
+        "chaos_hits": int(t[:, L.T_AUX, L.A_CHAOS_HITS].sum()),
     }
+
+
+def detection_times(run):
+    """Seconds from the start to the first finding of each detector that found something."""
+    out = dict(run.detected_s)
+    for v in worker_violations(run):
+        s = round((v["ns"] - run.t0_ns) / 1e9, 4)
+        out[v["detector"]] = min(out.get(v["detector"], s), s)
+    if run.cfg.lockdep and "lockdep" not in out and run.lockdep_problems():
+        out["lockdep"] = round(time.monotonic() - run.t0, 4)
+    return out
 
 
 def worker_violations(run):

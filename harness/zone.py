@@ -22,15 +22,17 @@ blocks belong to the finishing thread until it has carved and freed them.
 
 from numba import njit
 
+from harness import faults as F
 from harness import hierarchy as H
-from harness.atomics import cas, monotonic_ns, store_release
-from harness.layout import (ALLOC, CAPTURED, CLOSED, F_LOCKDEP, F_TRACE, FREE, LS_COUNT,
+from harness.atomics import cas, cpu_pause, monotonic_ns, sched_yield, store_release
+from harness.layout import (A_CHAOS_HITS, A_CHAOS_RNG, F_CHAOS, F_FAULT, T_AUX, ALLOC, CAPTURED, CLOSED, F_LOCKDEP, F_TRACE, FREE, LS_COUNT,
                             LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN, LS_OWNER, LS_STATE, LS_WANTED,
                             M_AREA0, M_BLOCK0, M_CAP0, M_LIST0, M_NCAP, M_SCHEME, MAX_HELD,
                             NAREAS, OPEN, PG_LIST, PG_NEXT, PG_ORDER, PG_OWNER, PG_PREV,
                             PG_STATE, RING, SCHEME_ZONE, T_EDGE0, T_HELD, T_LOCKDEP_ERR, T_NHELD,
                             T_RING0, T_RING_POS, T_STATE, TAIL, TOP, UNUSED, flags_row, meta_row)
 from harness.locks import L_CLASS, lock_acquire, lock_release, lock_try
+from harness.rng import bounded, step
 
 COSTLY_ORDER = 3            # PAGE_ALLOC_COSTLY_ORDER: capture only for orders above it
 
@@ -72,8 +74,41 @@ def lockdep_forget(z, t, me, lk):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def fault(z, f):
+    """True when seeded fault `f` (harness.faults) is switched on for this run."""
+    return z[flags_row(z), F_FAULT] == f
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _stall(z, t, me):
+    x = step(t[me, T_AUX, A_CHAOS_RNG])
+    t[me, T_AUX, A_CHAOS_RNG] = x
+    if bounded(x, 1 << 20) < z[flags_row(z), F_CHAOS]:
+        t[me, T_AUX, A_CHAOS_HITS] += 1
+        x = step(x)
+        t[me, T_AUX, A_CHAOS_RNG] = x
+        if bounded(x, 8) == 0:
+            sched_yield()
+        else:
+            for _ in range(bounded(step(x), 2000)):
+                cpu_pause()
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def chaos(z, t, me):
+    """Delay injection (--chaos): with the run's probability, spin or yield a random while.
+
+    Called at race windows: right before a lock, right after an unlock, and
+    between a check and the act that depends on it.
+    """
+    if z[flags_row(z), F_CHAOS] != 0:
+        _stall(z, t, me)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def acquire(z, t, me, lk, site):
     """Take lock row `lk`, telling lockdep when it is on; False if the run stopped."""
+    chaos(z, t, me)
     if z[flags_row(z), F_LOCKDEP] != 0:
         lockdep_note(z, t, me, lk, site)
     if lock_acquire(z, lk, me, t):
@@ -88,6 +123,7 @@ def release(z, t, me, lk):
     if z[flags_row(z), F_LOCKDEP] != 0:
         lockdep_forget(z, t, me, lk)
     lock_release(z, lk)
+    chaos(z, t, me)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
@@ -241,8 +277,13 @@ def merge_and_place(z, t, me, pfn, order, target):
     while order < TOP:
         buddy = pfn ^ (1 << order)
         st = z[buddy, PG_STATE]
-        if z[buddy, PG_ORDER] != order or (st != FREE and st != CAPTURED):
+        if st != FREE and st != CAPTURED:
             break
+        if z[buddy, PG_ORDER] != order and not fault(z, F.FAULT_STALE_BUDDY_ORDER):
+            break
+        if st == CAPTURED and target < 0 and fault(z, F.FAULT_IGNORE_CAPTURED_BUDDY):
+            break
+        chaos(z, t, me)                         # between the check and the act
         if st == FREE:
             lk = area_lock(z, order)
             take(z, t, me, lk, H.S_MERGE_AREA)
@@ -270,20 +311,40 @@ def merge_and_place(z, t, me, pfn, order, target):
     z[pfn, PG_ORDER] = order
     if target >= 0:
         lk = capture_lock(z, target)
-        take(z, t, me, lk, H.S_PLACE_CAPTURE)
-        if z[lrow(z, target), LS_STATE] == OPEN:
+        unlocked = fault(z, F.FAULT_CAPTURE_PLACE_UNLOCKED)
+        toctou = fault(z, F.FAULT_TOCTOU_CAPTURE_STATE)
+        is_open = z[lrow(z, target), LS_STATE] == OPEN
+        if toctou:
+            chaos(z, t, me)                     # between the unlocked check and the act
+        if not unlocked:
+            take(z, t, me, lk, H.S_PLACE_CAPTURE)
+        if not toctou:
+            is_open = z[lrow(z, target), LS_STATE] == OPEN
+        if is_open:
             z[pfn, PG_STATE] = CAPTURED
             push_head(z, target, pfn)
             if switched >= 0:
                 z[lrow(z, target), LS_OTHER] += pages0
-            drop(z, t, me, lk)
+            if not unlocked:
+                drop(z, t, me, lk)
             return pages0 if switched >= 0 else 0
-        drop(z, t, me, lk)
+        if not unlocked:
+            drop(z, t, me, lk)
     z[pfn, PG_STATE] = FREE
     lk = area_lock(z, order)
-    take(z, t, me, lk, H.S_PLACE_AREA)
+    unlocked = fault(z, F.FAULT_PUSH_NO_AREA_LOCK)
+    if not unlocked:
+        take(z, t, me, lk, H.S_PLACE_AREA)
     push_head(z, order, pfn)
-    drop(z, t, me, lk)
+    if fault(z, F.FAULT_COUNT_OUTSIDE_LOCK):
+        z[lrow(z, order), LS_COUNT] -= 1
+        drop(z, t, me, lk)
+        n = z[lrow(z, order), LS_COUNT]
+        chaos(z, t, me)
+        z[lrow(z, order), LS_COUNT] = n + 1
+        return 0
+    if not unlocked:
+        drop(z, t, me, lk)
     return 0
 
 
@@ -310,7 +371,14 @@ def alloc_block(z, t, me, order):
             k += 1
             continue
         blk = block_lock(z, pfn)
-        if not trytake(z, t, me, blk):
+        if fault(z, F.FAULT_AREA_THEN_BLOCK):
+            if not take(z, t, me, blk, H.S_ALLOC_BLOCK):
+                drop(z, t, me, alk)
+                leave(z, t, me)
+                return ABORTED
+        elif fault(z, F.FAULT_ALLOC_NO_BLOCK_LOCK):
+            pass
+        elif not trytake(z, t, me, blk):
             # Area is held, so we must not wait for the block lock: drop, take in order.
             drop(z, t, me, alk)
             if not take(z, t, me, blk, H.S_ALLOC_BLOCK):
@@ -326,11 +394,16 @@ def alloc_block(z, t, me, order):
                 continue                # it moved while unlocked: look again at this order
         unlink(z, k, pfn)
         drop(z, t, me, alk)
+        held = not fault(z, F.FAULT_ALLOC_NO_BLOCK_LOCK)
+        if held and fault(z, F.FAULT_EARLY_UNLOCK):
+            drop(z, t, me, blk)
+            held = False
         expand(z, t, me, pfn, k, order)
         z[pfn, PG_STATE] = ALLOC
         z[pfn, PG_ORDER] = order
         z[pfn, PG_OWNER] = me
-        drop(z, t, me, blk)
+        if held:
+            drop(z, t, me, blk)
         leave(z, t, me)
         trace(z, t, me, OP_ALLOC, pfn, order)
         return pfn
@@ -348,15 +421,14 @@ def free_block(z, t, me, pfn, order, target):
     if not enter(z, t, me):
         return ABORTED
     blk = block_lock(z, pfn)
-    if not take(z, t, me, blk, H.S_FREE_BLOCK):
+    locked = not fault(z, F.FAULT_FREE_NO_BLOCK_LOCK)
+    if locked and not take(z, t, me, blk, H.S_FREE_BLOCK):
         leave(z, t, me)
         return ABORTED
-    if z[pfn, PG_STATE] != ALLOC or z[pfn, PG_ORDER] != order:
-        drop(z, t, me, blk)
-        leave(z, t, me)
-        return EINVAL
-    if target >= 0 and z[lrow(z, target), LS_STATE] != OPEN:
-        drop(z, t, me, blk)
+    if z[pfn, PG_STATE] != ALLOC or z[pfn, PG_ORDER] != order or \
+            (target >= 0 and z[lrow(z, target), LS_STATE] != OPEN):
+        if locked:
+            drop(z, t, me, blk)
         leave(z, t, me)
         return EINVAL
     z[pfn, PG_STATE] = TAIL
@@ -367,7 +439,8 @@ def free_block(z, t, me, pfn, order, target):
     other = merge_and_place(z, t, me, pfn, order, target)
     if other > 0:
         trace(z, t, me, OP_CAPTURED, pfn, order)
-    drop(z, t, me, blk)
+    if locked:
+        drop(z, t, me, blk)
     leave(z, t, me)
     return 0
 
@@ -420,7 +493,9 @@ def capture_finish(z, t, me, lst):
     z[lrow(z, lst), LS_HEAD] = -1
     z[lrow(z, lst), LS_COUNT] = 0
     wanted = z[lrow(z, lst), LS_WANTED]
-    drop(z, t, me, lk)
+    inverted = fault(z, F.FAULT_CAPTURE_BEFORE_BLOCK)   # keeps `lk` while taking block locks
+    if not inverted:
+        drop(z, t, me, lk)
     got = NONE
     p = chain
     while p >= 0 and got < 0:
@@ -443,9 +518,18 @@ def capture_finish(z, t, me, lst):
             take(z, t, me, blk, H.S_CAPFINISH_BLOCK)
             z[p, PG_STATE] = TAIL
             z[p, PG_LIST] = -1
-            merge_and_place(z, t, me, p, z[p, PG_ORDER], -1)
+            if fault(z, F.FAULT_LOST_COALESCING):
+                z[p, PG_STATE] = FREE
+                alk = area_lock(z, z[p, PG_ORDER])
+                take(z, t, me, alk, H.S_PLACE_AREA)
+                push_head(z, z[p, PG_ORDER], p)
+                drop(z, t, me, alk)
+            else:
+                merge_and_place(z, t, me, p, z[p, PG_ORDER], -1)
             drop(z, t, me, blk)
         p = nxt
+    if inverted:
+        drop(z, t, me, lk)
     store_release(z, (lrow(z, lst), LS_STATE), UNUSED)
     leave(z, t, me)
     trace(z, t, me, OP_CAPFINISH, got, wanted)
