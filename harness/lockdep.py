@@ -47,7 +47,7 @@ def find_cycles(edges):
     return cycles
 
 
-def analyze(t, scheme):
+def analyze(t, scheme, lock_name=str):
     """All findings of one run's thread table, as a JSON-ready dict."""
     edges = observed_edges(t)
     allowed = H.allowed_edges(scheme)
@@ -73,7 +73,7 @@ def analyze(t, scheme):
             problems.append({"kind": "sleep-while-holding", "thread": i, "count": n,
                              "summary": f"thread {i} slept {n} times in a lock wait while holding"
                              f" a {NAMES[int(t[i, T_AUX, A_SLEPT_CLASS])]} lock"
-                             f" (last waiting for lock row {int(t[i, T_AUX, A_SLEPT_WAITING])})"})
+                             f" (last waiting for {lock_name(int(t[i, T_AUX, A_SLEPT_WAITING]))})"})
         bad = int(t[i, T_STATE, T_LOCKDEP_ERR])
         if bad:
             problems.append({"kind": "unlock-not-held", "thread": i, "count": bad,

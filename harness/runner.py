@@ -166,7 +166,10 @@ class Run:
         self.detected_s.setdefault(detector, round(time.monotonic() - self.t0, 4))
 
     def lockdep_problems(self):
-        return lockdep.analyze(self.t, self.cfg.locking)["problems"] if self.cfg.lockdep else []
+        return self.lockdep_analysis()["problems"] if self.cfg.lockdep else []
+
+    def lockdep_analysis(self):
+        return lockdep.analyze(self.t, self.cfg.locking, lambda row: lock_name(self.sec, row))
 
     def execute(self):
         """Run the workers to the end; returns wall seconds, CPU seconds."""
@@ -222,16 +225,22 @@ class Run:
                 time.sleep(0.005)
         except KeyboardInterrupt:
             self.outcome = "interrupted"
-        if self.outcome == "hang":
-            self.wait_for = self.wait_for_graph()
-            self._ctl(L.CTL_ABORT, 1)
         self._ctl(L.CTL_STOP, 1)
         self._ctl(L.CTL_PARK, 0)
-        for th in threads:
-            th.join(timeout=max(2.0, cfg.stall_s))
+        if self.outcome != "hang":
+            deadline = time.monotonic() + min(cfg.stall_s, 2.0)
+            for th in threads:
+                th.join(timeout=max(0.0, deadline - time.monotonic()))
+            if any(th.is_alive() for th in threads):     # stuck in a lock wait: a hang
+                self.outcome = "hang"
+                self.stalled = [i for i, th in enumerate(threads) if th.is_alive()]
+                self.detected("watchdog")
+        if self.outcome == "hang":
+            self.wait_for = self.wait_for_graph()
+            self._ctl(L.CTL_ABORT, 1)                  # every lock wait gives up now
+            for th in threads:
+                th.join(timeout=2.0)
         self.unjoined = [th.name for th in threads if th.is_alive()]
-        if self.unjoined and self.outcome == "completed":
-            self.outcome = "hang"
         wall = time.monotonic() - t0
         cpu = sum(proc.cpu_times()[:2]) - cpu0
         return wall, cpu
@@ -370,7 +379,7 @@ def collect(run, wall, cpu, warm, end):
         "wait_for": run.wait_for,
         "unjoined_threads": run.unjoined,
         "traces": flight_records(run),
-        "lockdep": lockdep.analyze(t, cfg.locking) if cfg.lockdep else None,
+        "lockdep": run.lockdep_analysis() if cfg.lockdep else None,
         "detection_s": detection_times(run),
         "chaos_hits": int(t[:, L.T_AUX, L.A_CHAOS_HITS].sum()),
     }
@@ -404,7 +413,8 @@ def worker_violations(run):
 
 
 def flight_records(run, limit=40):
-    """Each thread's ring merged in time order, kept to events on the pfns of violations."""
+    """Each thread's ring merged in time order, kept to events on the pfns of violations
+    (for a hang: the last events of the stuck threads)."""
     from harness.zone import OP_NAMES
     events = []
     for i in range(run.cfg.threads):
@@ -415,6 +425,9 @@ def flight_records(run, limit=40):
             events.append({"thread": i, "op": OP_NAMES.get(int(row[0]), str(int(row[0]))),
                            "pfn": int(row[1]), "order": int(row[2]), "ns": int(row[3])})
     events.sort(key=lambda e: e["ns"])
+    if run.outcome == "hang":
+        stuck = set(run.stalled)
+        return [e for e in events if e["thread"] in stuck][-limit:]
     spans = [(v["pfn"], v["pfn"] + (1 << v["order"])) for v in worker_violations(run)]
     for v in run.check_violations:
         if v.get("pfn", -1) >= 0:
