@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 
 class UsageError(Exception):
@@ -184,6 +185,24 @@ def build_parser():
                        help="write PREFIX-<scheme>.dot for each scheme")
     order.add_argument("--json", action="store_true")
 
+    faults = sub.add_parser("faults", help="detection power: every seeded fault, N trials each")
+    faults.add_argument("--list", action="store_true", help="list the faults and exit")
+    faults.add_argument("--only", type=lambda t: [_fault_name(x) if x != "clean" else x
+                                                  for x in t.split(",")],
+                        help="comma list of fault names (and/or clean) to run")
+    faults.add_argument("--trials", type=_int_at_least(1), default=10)
+    faults.add_argument("--budget", type=_positive_float, default=10.0,
+                        help="seconds per trial (default 10)")
+    faults.add_argument("--chaos", type=_probability, default=0.02,
+                        help="delay-injection probability of the chaos mode (default 0.02)")
+    faults.add_argument("--repro", type=_int_at_least(0), default=3,
+                        help="re-runs of the first detected trial (default 3)")
+    faults.add_argument("--threads", type=_int_at_least(2), default=max(2, os.cpu_count() or 2))
+    faults.add_argument("--pages", type=_int_at_least(1024), default=1 << 14)
+    faults.add_argument("--seed", type=_int_at_least(0), default=1)
+    faults.add_argument("--report-dir", default="reports")
+    faults.add_argument("--json", action="store_true")
+
     report = sub.add_parser("report", help="re-render the summary of a saved report")
     report.add_argument("file")
 
@@ -274,8 +293,10 @@ def cmd_report(args):
     try:
         with open(args.file) as f:
             result = json.load(f)
+        if not isinstance(result, dict):
+            raise ValueError("not a report object")
         print(summary(result))
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise UsageError(f"cannot read report {args.file}: {err}") from None
     return 0
 
@@ -306,7 +327,30 @@ def cmd_lockorder(args):
     return status
 
 
-COMMANDS = {"stress": cmd_stress, "lockorder": cmd_lockorder, "bench": cmd_bench, "report": cmd_report}
+def cmd_faults(args):
+    from harness import faults as F
+    from harness.campaign import CLEAN, escaped, run_campaign, table
+    from harness.report import write_atomic
+    if args.list:
+        for f in F.FAULTS:
+            print(f"{f.name:<24} caught by {'/'.join(f.detectors):<28} {f.what}")
+        return 0
+    if args.pages % 1024:
+        raise UsageError(f"--pages must be a multiple of 1024, got {args.pages}")
+    names = args.only or [CLEAN] + [f.name for f in F.FAULTS]
+    log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    result = run_campaign(names, args.trials, args.budget, args.chaos, args.repro, args.threads,
+                          args.pages, args.seed, log)
+    text = table(result)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    write_atomic(os.path.join(args.report_dir, f"faults-{stamp}.json"),
+                 json.dumps(result, indent=1))
+    write_atomic(os.path.join(args.report_dir, f"faults-{stamp}.md"), text + "\n")
+    print(json.dumps(result, indent=1) if args.json else text)
+    return 1 if escaped(result) else 0
+
+
+COMMANDS = {"stress": cmd_stress, "lockorder": cmd_lockorder, "faults": cmd_faults, "bench": cmd_bench, "report": cmd_report}
 
 
 def main(argv=None):

@@ -404,7 +404,7 @@ def worker_violations(run):
             kind = int(v[W.V_KIND])
             other = int(v[W.V_FOUND])
             out.append({"detector": "ownership" if kind in (W.K_DOUBLE_ALLOC, W.K_NOT_OWNER)
-                        else "poison" if kind in (W.K_POISON, W.K_STAMP) else "allocator",
+                        else "poison" if kind in (W.K_POISON, W.K_STAMP) else "invariants",
                         "kind": W.KIND_NAMES.get(kind, str(kind)), "thread": i,
                         "pfn": int(v[W.V_PFN]), "order": int(v[W.V_ORDER]),
                         "page": int(v[W.V_PAGE]), "expected": int(v[W.V_EXPECTED]),
@@ -430,7 +430,7 @@ def flight_records(run, limit=40):
         return [e for e in events if e["thread"] in stuck][-limit:]
     spans = [(v["pfn"], v["pfn"] + (1 << v["order"])) for v in worker_violations(run)]
     for v in run.check_violations:
-        if v.get("pfn", -1) >= 0:
+        if v.get("pfn", -1) >= 0 and v["kind"] not in ("list_count", "conservation"):
             spans.append((v["pfn"], v["pfn"] + 1))
         if v.get("kind") == "unmerged_buddies":
             spans.append((v["a"], v["a"] + 1))

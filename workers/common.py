@@ -44,11 +44,11 @@ COUNTER_NAMES = ("ops", "allocs", "alloc_failures", "frees", "to_page_cache", "r
 
 # violation rows: t[me, T_VIOL0 + i, V_*]
 V_KIND, V_PFN, V_ORDER, V_PAGE, V_EXPECTED, V_FOUND, V_NS, V_OP = range(8)
-(K_DOUBLE_ALLOC, K_NOT_OWNER, K_POISON, K_STAMP, K_REJECTED_FREE, K_ALLOC_RANGE) = range(1, 7)
+(K_DOUBLE_ALLOC, K_NOT_OWNER, K_POISON, K_STAMP, K_REJECTED_FREE, K_STALE_CAPTURE) = range(1, 7)
 KIND_NAMES = {K_DOUBLE_ALLOC: "double_allocation", K_NOT_OWNER: "free_of_page_not_owned",
               K_POISON: "write_to_free_page", K_STAMP: "write_to_allocated_page",
               K_REJECTED_FREE: "allocator_rejected_valid_free",
-              K_ALLOC_RANGE: "allocation_outside_zone"}
+              K_STALE_CAPTURE: "new_capture_list_not_empty"}
 
 # pool: [count, head, capacity, ..., ring of pfns from POOL_RING]
 P_COUNT, P_HEAD, P_CAP = 0, 1, 2
@@ -151,10 +151,9 @@ def pagecache_tag():
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def between_ops(z, t, me):
-    """Per-operation housekeeping: heartbeat; park while asked; True when the run should end."""
+def park_if_asked(z, t, me):
+    """Quiescent point: while the runner asks (CTL_PARK = epoch), wait here holding no lock."""
     ctl = ctl_row(z)
-    t[me, T_STATE, T_HEARTBEAT] += 1
     epoch = load_acquire(z, (ctl, CTL_PARK))
     if epoch != 0:
         count(t, me, C_PARKS, 1)
@@ -162,7 +161,14 @@ def between_ops(z, t, me):
         while load_acquire(z, (ctl, CTL_PARK)) == epoch and load_acquire(z, (ctl, CTL_STOP)) == 0:
             futex_wait(z, (ctl, CTL_PARK), epoch, 1_000_000)
         store_release(t, (me, T_STATE, T_PARKED), 0)
-    return load_acquire(z, (ctl, CTL_STOP)) != 0
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def between_ops(z, t, me):
+    """Per-operation housekeeping: heartbeat; park while asked; True when the run should end."""
+    t[me, T_STATE, T_HEARTBEAT] += 1
+    park_if_asked(z, t, me)
+    return load_acquire(z, (ctl_row(z), CTL_STOP)) != 0
 
 
 # ---------------------------------------------------------------- page-cache pool

@@ -11,14 +11,14 @@ the patch improved on.  Obtained blocks are held for a while, then freed.
 from numba import njit
 
 from harness import zone as Z
-from harness.layout import LS_MERGED, LS_OTHER, LS_OWN, T_RNG, T_STATE
+from harness.layout import LS_COUNT, LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN, T_RNG, T_STATE
 from harness.rng import bounded, step
 from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_ALLOCS, C_CAP_MERGED, C_CAP_NOSLOT,
                             C_CAP_OTHER, C_CAP_OWN, C_DELIVERED, C_FREES, C_HIGH_DIRECT0,
                             C_HIGH_OK0, C_HIGH_TRY0, C_OPS, C_RECLAIMED, C_RECLAIMS, C_RETRY_OK,
                             CFG_BATCH_MIN, CFG_BATCH_MUL, CFG_CAPTURE, CFG_RCDF0, CFG_RHELD,
-                            H_ORDER, H_PFN, H_TAG, K_REJECTED_FREE, PAGECACHE, POISON,
-                            between_ops, claim_block, count, draw_order, hand_over, make_tag,
+                            H_ORDER, H_PFN, H_TAG, K_REJECTED_FREE, K_STALE_CAPTURE, PAGECACHE,
+                            POISON, between_ops, park_if_asked, claim_block, count, draw_order, hand_over, make_tag,
                             pagecache_tag, pool_take, violation)
 
 BATCH_MAX = 4096                # size of the `batch` scratch array a reclaimer is given
@@ -47,12 +47,17 @@ def reclaim(z, t, me, pool, batch, cfg, wanted):
             return Z.ABORTED
         if lst < 0:
             count(t, me, C_CAP_NOSLOT, 1)
+        elif z[Z.lrow(z, lst), LS_HEAD] != -1 or z[Z.lrow(z, lst), LS_COUNT] != 0:
+            # A list must start empty: blocks left on a finished list were stranded.
+            violation(z, t, me, K_STALE_CAPTURE, z[Z.lrow(z, lst), LS_HEAD], 0, lst, 0,
+                      z[Z.lrow(z, lst), LS_COUNT])
     for i in range(n):
         # A page-cache page becomes ours first, so the detectors see who frees it.
         hand_over(z, t, me, batch[i], 0, PAGECACHE, pagecache_tag(), me, pagecache_tag())
         if not free_checked(z, t, me, batch[i], 0, me, pagecache_tag(), lst):
             return Z.ABORTED
     if lst >= 0:
+        park_if_asked(z, t, me)         # a quiescent point with an open capture list
         row = Z.lrow(z, lst)
         own, other, merged = z[row, LS_OWN], z[row, LS_OTHER], z[row, LS_MERGED]
         pfn = Z.capture_finish(z, t, me, lst)
