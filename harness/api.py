@@ -14,7 +14,7 @@ from harness.invariants import check_zone
 class Zone:
     """A buddy zone of `pages` page frames under the `locking` scheme ("fine" or "zone")."""
 
-    def __init__(self, pages=1 << 16, locking="fine", capture_lists=64):
+    def __init__(self, pages=1 << 16, locking="fine", capture_lists=64, lockdep=False):
         if isinstance(pages, bool) or not isinstance(pages, int) or pages <= 0 \
                 or pages % (1 << L.TOP):
             raise ValueError(f"pages must be a positive multiple of {1 << L.TOP}, got {pages!r}")
@@ -24,6 +24,7 @@ class Zone:
         self.table = L.new_zone_table(pages, locking, capture_lists)
         self.threads = L.new_thread_table(1)
         self.sections = L.Sections(self.table)
+        self.sections.flags[L.F_LOCKDEP] = bool(lockdep)
         self._lists = {}            # open capture handle -> list row
         self._next_handle = 0
 
@@ -91,6 +92,11 @@ class Zone:
             out.append(p)
             p = int(pages[p, L.PG_NEXT])
         return out
+
+    def lock_order(self):
+        """Lock-order analysis of everything done so far (needs `lockdep=True`)."""
+        from harness.lockdep import analyze
+        return analyze(self.threads, self.locking)
 
     def check(self):
         """[] when every structural invariant holds, else a list of violation dicts."""

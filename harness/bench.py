@@ -181,3 +181,55 @@ def format_bench(result):
     lines.append("ratios:")
     lines += [f"  {k:<24} {v:8.2f}x" for k, v in result["ratios"].items()]
     return "\n".join(lines)
+
+
+def run_overhead(seconds=3.0, threads=2, seed=1):
+    """Stress throughput with detectors / lockdep on vs off, interleaved in one process."""
+    from harness.runner import RunConfig, run_stress
+    variants = {"bare": dict(detectors=(), check_ms=0),
+                "detectors": dict(),
+                "lockdep": dict(detectors=(), check_ms=0, lockdep=True),
+                "all": dict(lockdep=True)}
+    ops = {name: [] for name in variants}
+    for _ in range(2):                       # interleave: the machine is shared and noisy
+        for name, kw in variants.items():
+            r = run_stress(RunConfig(seconds=seconds, threads=threads, seed=seed, **kw))
+            ops[name].append(sum(t["ops"] for t in r["threads"]) / r["duration_s"])
+    best = {name: max(v) for name, v in ops.items()}
+    return {"seconds": seconds, "threads": threads, "ops_per_s": best,
+            "slowdown": {name: best["bare"] / v for name, v in best.items()}}
+
+
+def run_capture_table(seconds=10.0, threads=2, seed=1, reclaim_mix=None):
+    """One stress run with capture off and one with capture on, same seed and settings."""
+    from harness.report import totals
+    from harness.runner import RECLAIM_MIX, RunConfig, run_stress
+    rows = {}
+    for capture in (False, True):
+        r = run_stress(RunConfig(seconds=seconds, threads=threads, seed=seed, capture=capture,
+                                 reclaim_mix=reclaim_mix or dict(RECLAIM_MIX)))
+        tot = totals(r)
+        rows["on" if capture else "off"] = {
+            "high_order_success": tot["high_successes"] / max(1, tot["high_attempts"]),
+            "high_attempts": tot["high_attempts"], "reclaims": tot["reclaims"],
+            "reclaim_success": tot["reclaim_success"],
+            "captures_delivered": tot["captures_delivered"],
+            "retry_successes": tot["retry_successes"],
+            "captured_own_pages": tot["captured_own_pages"],
+            "captured_other_pages": tot["captured_other_pages"],
+            "captured_merged_free_pages": tot["captured_merged_free_pages"],
+            "allocator_ops_per_s": tot["allocator_ops"] / r["duration_s"],
+            "by_order": tot["high_by_order"], "verdict": r["outcome"]}
+    return rows
+
+
+def format_rows(title, rows):
+    keys = [k for k in next(iter(rows.values())) if k != "by_order"]
+    lines = [title, f"{'':<28}" + "".join(f"{name:>16}" for name in rows)]
+    for k in keys:
+        cells = []
+        for r in rows.values():
+            v = r[k]
+            cells.append(f"{v:>16.3f}" if isinstance(v, float) else f"{v!s:>16}")
+        lines.append(f"{k:<28}" + "".join(cells))
+    return "\n".join(lines)

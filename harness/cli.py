@@ -214,6 +214,12 @@ def build_parser():
     bench.add_argument("--repeats", type=int, default=3,
                        help="runs per variant; the best is kept (default 3)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    bench.add_argument("--overhead", action="store_true",
+                       help="instead: stress throughput with detectors/lockdep on vs off")
+    bench.add_argument("--capture-table", action="store_true",
+                       help="instead: one stress run with capture off and one on, same seed")
+    bench.add_argument("--reclaim-mix", type=_order_mix, default=None,
+                       help="with --capture-table: reclaimer wanted-order weights")
     return parser
 
 
@@ -221,10 +227,22 @@ def cmd_bench(args):
     from harness.bench import format_bench, run_bench
     if args.repeats < 1:
         raise UsageError("--repeats must be >= 1")
+    from harness.bench import format_rows, run_capture_table, run_overhead
     if not args.json:
         print("warming up (JIT compile or cache load)...", file=sys.stderr, flush=True)
-    result = run_bench(args.seconds, args.threads, args.repeats)
-    print(json.dumps(result, indent=2) if args.json else format_bench(result))
+    threads = max(args.threads)
+    if args.overhead:
+        result = run_overhead(args.seconds, threads)
+        text = "\n".join([f"stress ops/s, {threads} threads, best of 2 interleaved runs:"] +
+                          [f"  {k:<10} {v:14,.0f} ops/s   slowdown {result['slowdown'][k]:.2f}x"
+                           for k, v in result["ops_per_s"].items()])
+    elif args.capture_table:
+        result = run_capture_table(args.seconds, threads, reclaim_mix=args.reclaim_mix)
+        text = format_rows("capture off vs on (same seed and settings):", result)
+    else:
+        result = run_bench(args.seconds, args.threads, args.repeats)
+        text = format_bench(result)
+    print(json.dumps(result, indent=2) if args.json else text)
     return 0
 
 

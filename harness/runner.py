@@ -20,6 +20,7 @@ import psutil
 
 from harness import layout as L
 from harness.atomics import futex_wake
+from harness.clock import Clock
 from harness.invariants import check_zone
 from harness.locks import L_ACQ, L_CLASS, L_CONT, L_WAIT_NS, L_OWNER
 from harness.rng import seed_state
@@ -180,6 +181,7 @@ class Run:
         cpu0 = sum(proc.cpu_times()[:2])
         t0 = self.t0 = time.monotonic()
         self.t0_ns = time.monotonic_ns()
+        self.clock = Clock()
         next_lockdep = t0 + 0.2
         for th in threads:
             th.start()
@@ -243,6 +245,7 @@ class Run:
         self.unjoined = [th.name for th in threads if th.is_alive()]
         wall = time.monotonic() - t0
         cpu = sum(proc.cpu_times()[:2]) - cpu0
+        self.clock.stop()
         return wall, cpu
 
     def sample(self, elapsed):
@@ -320,6 +323,7 @@ def warm_up():
     t0 = time.perf_counter()
     run = Run(RunConfig(threads=2, reclaimers=1, seconds=0, pages=1 << 10, check_ms=0))
     run.sec.ctl[L.CTL_STOP] = 1
+    Clock()
     run._body(0)
     run._body(1)
     run.sec.ctl[L.CTL_STOP] = 0
@@ -408,7 +412,8 @@ def worker_violations(run):
                         "kind": W.KIND_NAMES.get(kind, str(kind)), "thread": i,
                         "pfn": int(v[W.V_PFN]), "order": int(v[W.V_ORDER]),
                         "page": int(v[W.V_PAGE]), "expected": int(v[W.V_EXPECTED]),
-                        "found": other, "ns": int(v[W.V_NS]), "at_op": int(v[W.V_OP])})
+                        "found": other, "ns": run.clock.ns(int(v[W.V_NS])),
+                        "at_op": int(v[W.V_OP])})
     return out
 
 
@@ -423,7 +428,8 @@ def flight_records(run, limit=40):
             slot = p % L.RING
             row = run.t[i, L.T_RING0 + (slot >> 1), (slot & 1) * 4:(slot & 1) * 4 + 4]
             events.append({"thread": i, "op": OP_NAMES.get(int(row[0]), str(int(row[0]))),
-                           "pfn": int(row[1]), "order": int(row[2]), "ns": int(row[3])})
+                           "pfn": int(row[1]), "order": int(row[2]),
+                           "ns": run.clock.ns(int(row[3]))})
     events.sort(key=lambda e: e["ns"])
     if run.outcome == "hang":
         stuck = set(run.stalled)

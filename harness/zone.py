@@ -24,7 +24,7 @@ from numba import njit
 
 from harness import faults as F
 from harness import hierarchy as H
-from harness.atomics import cas, cpu_pause, monotonic_ns, sched_yield, store_release
+from harness.atomics import cas, cpu_pause, cycle_counter, sched_yield, store_release
 from harness.layout import (A_CHAOS_HITS, A_CHAOS_RNG, F_CHAOS, F_FAULT, T_AUX, ALLOC, CAPTURED, CLOSED, F_LOCKDEP, F_TRACE, FREE, LS_COUNT,
                             LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN, LS_OWNER, LS_STATE, LS_WANTED,
                             M_AREA0, M_BLOCK0, M_CAP0, M_LIST0, M_NCAP, M_SCHEME, MAX_HELD,
@@ -199,7 +199,7 @@ def lrow(z, lst):
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def trace(z, t, me, op, pfn, order):
-    """Append (op, pfn, order, ns) to this thread's flight-recorder ring."""
+    """Append (op, pfn, order, cycle counter) to this thread's flight-recorder ring."""
     if z[flags_row(z), F_TRACE] != 0:
         pos = t[me, T_STATE, T_RING_POS]
         slot = pos % RING
@@ -207,7 +207,7 @@ def trace(z, t, me, op, pfn, order):
         t[me, row, col] = op
         t[me, row, col + 1] = pfn
         t[me, row, col + 2] = order
-        t[me, row, col + 3] = monotonic_ns()
+        t[me, row, col + 3] = cycle_counter()
         t[me, T_STATE, T_RING_POS] = pos + 1
 
 

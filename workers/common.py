@@ -16,7 +16,7 @@ Detectors (switched by flags in the zone table):
 
 from numba import njit
 
-from harness.atomics import cas, futex_wait, load_acquire, monotonic_ns, store_release
+from harness.atomics import cas, cycle_counter, futex_wait, load_acquire, store_release
 from harness.layout import (CTL_PARK, CTL_STOP, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION,
                             PG_CLAIM, PG_STAMP, T_COUNT0, T_HEARTBEAT, T_NVIOL, T_PARKED,
                             T_STATE, T_VIOL0, VIOL_ROWS, ctl_row, flags_row, meta_row, M_POOL0)
@@ -80,7 +80,7 @@ def violation(z, t, me, kind, pfn, order, page, expected, found):
         t[me, row, V_PAGE] = page
         t[me, row, V_EXPECTED] = expected
         t[me, row, V_FOUND] = found
-        t[me, row, V_NS] = monotonic_ns()
+        t[me, row, V_NS] = cycle_counter()
         t[me, row, V_OP] = t[me, T_COUNT0, C_OPS]
     t[me, T_STATE, T_NVIOL] = n + 1
     if flag(z, F_STOP_ON_VIOLATION):
