@@ -1,79 +1,29 @@
 """`python -m harness bench`: allocator throughput, both schemes, 1 and N threads, vs plain Python.
 
-Workload (the same for every variant): each thread keeps up to HELD blocks;
-each step it allocates (order drawn from MIX) when it holds fewer than half,
-frees a random held block when it holds more than half, and otherwise tosses
-a coin.  An operation is one alloc attempt or one free.  Every variant runs
-in the same process, one after another, so ratios compare like with like.
+Workload (the same for every variant): the plain allocator role
+(workers.allocator) with detectors and page cache off: each thread keeps up
+to HELD blocks; each step it allocates (order drawn from MIX) when it holds
+fewer than half, frees a random held block when it holds more than half, and
+otherwise tosses a coin.  An operation is one alloc attempt or one free.
+Every variant runs in the same process, one after another, so ratios compare
+like with like.
 """
 
 import threading
 import time
 
 import numpy as np
-from numba import njit
 
 from harness import layout as L
-from harness import zone as Z
-from harness.atomics import load_acquire
 from harness.baseline import PyZone
 from harness.locks import L_ACQ, L_CONT
-from harness.rng import bounded, seed_state, step
+from harness.rng import seed_state
+from workers import common as W
+from workers.allocator import allocator_loop
 
 MIX = {0: 60, 1: 20, 2: 10, 3: 9.5, 9: 0.5}     # percent; "mostly 0-3, occasional order 9"
 HELD = 256
 PAGES = 1 << 16
-
-
-def mix_cdf(mix):
-    """Cumulative weights (out of 2**20) per order 0..10, for `draw_order`."""
-    w = np.array([mix.get(k, 0) for k in range(L.MAX_ORDER)], float)
-    return np.round(np.cumsum(w) / w.sum() * (1 << 20)).astype(np.int64)
-
-
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def draw_order(cdf, x):
-    """An order drawn from the cumulative weights `cdf` with random state `x`."""
-    r = bounded(x, 1 << 20)
-    k = 0
-    while cdf[k] <= r:
-        k += 1
-    return k
-
-
-@njit(nogil=True, cache=True, _nrt=False)
-def bench_worker(z, t, me, cdf, held_pfn, held_order):
-    """One thread's whole benchmark: loop alloc/free until the stop word is set."""
-    x = t[me, L.T_STATE, L.T_RNG]
-    stop = L.ctl_row(z)
-    n = 0
-    ops = 0
-    cap = held_pfn.shape[0]
-    while True:
-        if (ops & 1023) == 0:
-            t[me, L.T_COUNT0, 0] = ops
-            if load_acquire(z, (stop, L.CTL_STOP)) != 0:
-                break
-        ops += 1
-        x = step(x)
-        if n == 0 or (n < cap // 2 and bounded(x, 4) != 0) or (n < cap and bounded(x, 2) == 0):
-            x = step(x)
-            order = draw_order(cdf, x)
-            pfn = Z.alloc_block(z, t, me, order)
-            if pfn >= 0:
-                held_pfn[n] = pfn
-                held_order[n] = order
-                n += 1
-        else:
-            x = step(x)
-            j = bounded(x, n)
-            Z.free_block(z, t, me, held_pfn[j], held_order[j], -1)
-            n -= 1
-            held_pfn[j] = held_pfn[n]
-            held_order[j] = held_order[n]
-    t[me, L.T_COUNT0, 0] = ops
-    t[me, L.T_STATE, L.T_RNG] = x
-    return ops
 
 
 def run_numba(scheme, nthreads, seconds, seed=1):
@@ -82,9 +32,12 @@ def run_numba(scheme, nthreads, seconds, seed=1):
     th = L.new_thread_table(nthreads)
     for t in range(nthreads):
         th[t, L.T_STATE, L.T_RNG] = seed_state(seed, t)
-    cdf = mix_cdf(MIX)
-    helds = [(np.zeros(HELD, np.int64), np.zeros(HELD, np.int64)) for _ in range(nthreads)]
-    threads = [threading.Thread(target=bench_worker, args=(z, th, t, cdf, *helds[t]))
+    cfg = np.zeros(W.CFG_FIELDS, np.int64)
+    cfg[W.CFG_CDF0:W.CFG_CDF0 + L.MAX_ORDER] = W.order_cdf(MIX)
+    cfg[W.CFG_HELD] = HELD                      # and CFG_CACHE_PCT 0: no page cache
+    pool = np.zeros(W.POOL_RING, np.int64)
+    threads = [threading.Thread(target=allocator_loop,
+                                args=(z, th, t, pool, np.zeros((HELD, 3), np.int64), cfg))
                for t in range(nthreads)]
     t0 = time.perf_counter()
     for t in threads:
@@ -94,7 +47,7 @@ def run_numba(scheme, nthreads, seconds, seed=1):
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    per_thread = th[:, L.T_COUNT0, 0]
+    per_thread = th[:, L.T_COUNT0, W.C_OPS]
     locks = L.Sections(z).locks
     acq, cont = int(locks[:, L_ACQ].sum()), int(locks[:, L_CONT].sum())
     return {"ops_per_s": int(per_thread.sum()) / wall, "ops": int(per_thread.sum()),

@@ -99,7 +99,7 @@ def escaped(campaign):
 
 def table(campaign):
     """The human matrix: fault x detector, kill rate, time to detection, with and without chaos."""
-    head = (f"| fault | expected | mode | killed | median TTD | p90 TTD | "
+    head = ("| fault | expected | mode | killed | median TTD | p90 TTD | "
             + " | ".join(DETECTORS) + " | reproduced |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, entry in campaign["faults"].items():

@@ -254,14 +254,10 @@ class Progress:
         self.last_ops, self.last_t = 0, 0.0
 
     def __call__(self, run, sample):
-        from harness.report import totals
         dt = sample["t"] - self.last_t
         rate = (sample["ops"] - self.last_ops) / dt if dt > 0 else 0
         self.last_ops, self.last_t = sample["ops"], sample["t"]
-        c = run.t[:, 8:16].reshape(len(run.t), -1)
-        from workers import common as W
-        tries = int(c[:, W.C_HIGH_TRY0:W.C_HIGH_TRY0 + 11].sum())
-        oks = int(c[:, W.C_HIGH_OK0:W.C_HIGH_OK0 + 11].sum())
+        tries, oks = sample["high_attempts"], sample["high_successes"]
         high = f"{100 * oks / tries:.0f}% of {tries}" if tries else "-"
         line = (f"[{sample['t']:6.1f}s / {run.cfg.seconds:g}s] {rate:13,.0f} ops/s  "
                 f"high-order ok {high}  violations {sample['violations']}")

@@ -101,8 +101,8 @@ def render(analysis):
                            f" at {e['site']}, threads {e['threads']}")
             a, b = p["chain"][0]["held"], p["chain"][0]["taken"]
             out += ["", " Possible unsafe locking scenario:", "",
-                    f"       CPU0                    CPU1",
-                    f"       ----                    ----",
+                    "       CPU0                    CPU1",
+                    "       ----                    ----",
                     f"  lock({a});",
                     f"                               lock({b});",
                     f"                               lock({a});",

@@ -9,7 +9,6 @@ and rendering live in harness.verdict and harness.report.
 
 import os
 import platform
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,11 +65,6 @@ class RunConfig:
 DETECTORS = ("ownership", "poison", "invariants", "trace")
 
 
-def cdf(mix):
-    w = np.array([float(mix.get(k, 0)) for k in range(L.MAX_ORDER)])
-    return np.round(np.cumsum(w) / w.sum() * (1 << 20)).astype(np.int64)
-
-
 @numba.njit(nogil=True, cache=True, _nrt=False)
 def _wake(z, row, col):
     futex_wake(z, (row, col), 1 << 30)
@@ -102,8 +96,8 @@ class Run:
         self.pool = np.zeros(W.POOL_RING + cap, np.int64)
         self.pool[W.P_CAP] = cap
         self.wcfg = np.zeros(W.CFG_FIELDS, np.int64)
-        self.wcfg[W.CFG_CDF0:W.CFG_CDF0 + 11] = cdf(cfg.alloc_mix)
-        self.wcfg[W.CFG_RCDF0:W.CFG_RCDF0 + 11] = cdf(cfg.reclaim_mix)
+        self.wcfg[W.CFG_CDF0:W.CFG_CDF0 + 11] = W.order_cdf(cfg.alloc_mix)
+        self.wcfg[W.CFG_RCDF0:W.CFG_RCDF0 + 11] = W.order_cdf(cfg.reclaim_mix)
         self.wcfg[W.CFG_HELD], self.wcfg[W.CFG_RHELD] = cfg.held, cfg.reclaimer_held
         self.wcfg[W.CFG_CACHE_PCT], self.wcfg[W.CFG_CAPTURE] = cfg.cache_pct, cfg.capture
         self.wcfg[W.CFG_BATCH_MUL], self.wcfg[W.CFG_BATCH_MIN] = cfg.batch_mul, cfg.batch_min
@@ -249,8 +243,11 @@ class Run:
         return wall, cpu
 
     def sample(self, elapsed):
-        ops = int(self.t[:, L.T_COUNT0, W.C_OPS].sum())
-        s = {"t": round(elapsed, 3), "ops": ops, "violations": self.violations_so_far()}
+        c = self.t[:, L.T_COUNT0:L.T_COUNT0 + L.COUNT_ROWS].reshape(self.cfg.threads, -1)
+        s = {"t": round(elapsed, 3), "ops": int(c[:, W.C_OPS].sum()),
+             "high_attempts": int(c[:, W.C_HIGH_TRY0:W.C_HIGH_TRY0 + L.MAX_ORDER].sum()),
+             "high_successes": int(c[:, W.C_HIGH_OK0:W.C_HIGH_OK0 + L.MAX_ORDER].sum()),
+             "violations": self.violations_so_far()}
         self.samples.append(s)
         if self.progress:
             self.progress(self, s)

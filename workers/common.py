@@ -14,6 +14,7 @@ Detectors (switched by flags in the zone table):
              pages with a per-allocation tag, which free checks and re-poisons.
 """
 
+import numpy as np
 from numba import njit
 
 from harness.atomics import cas, cycle_counter, futex_wait, load_acquire, store_release
@@ -56,6 +57,12 @@ POOL_RING = 8
 
 # held: rows of (pfn, order, tag)
 H_PFN, H_ORDER, H_TAG = 0, 1, 2
+
+
+def order_cdf(mix):
+    """Cumulative weights (out of 2**20) of orders 0..10 from {order: weight}, for draw_order."""
+    w = np.array([float(mix.get(k, 0)) for k in range(11)])
+    return np.round(np.cumsum(w) / w.sum() * (1 << 20)).astype(np.int64)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
