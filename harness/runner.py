@@ -138,7 +138,12 @@ class Run:
         self.epoch += 1
         self._ctl(L.CTL_PARK, self.epoch)
         deadline = time.monotonic() + self.cfg.stall_s
+        next_lockdep = time.monotonic() + 0.05
         while True:
+            if self.cfg.lockdep and time.monotonic() > next_lockdep:
+                next_lockdep += 0.05            # a thread that never parks may be deadlocked:
+                if self.lockdep_problems():     # lockdep can say why before the watchdog fires
+                    self.detected("lockdep")
             parked = self.t[:, L.T_STATE, L.T_PARKED] == self.epoch
             if all(parked[i] or not alive[i] for i in range(self.cfg.threads)):
                 break

@@ -1,0 +1,123 @@
+"""Seeded faults: every fault in the catalogue is caught by one of its declared detectors,
+the clean control never is, and `python -m harness faults` lists and reports.
+
+Real threads never replay, so each fault gets up to three trials (different
+seeds) and any declared detector counts.  A trial runs with delay injection
+(chaos 0.02) when the catalogue marks the fault's window as narrow; the last
+attempt always does, so a fault whose window is narrower than its flag says
+still fails only when it escapes chaos too.  Detected trials stop early
+(usually well under 2 s); an escaped one costs its whole 8 s budget.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from harness import faults as F
+from harness.campaign import CLEAN, DETECTORS, trial
+from harness.runner import warm_up
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHAOS = 0.02
+BUDGET = 8
+SEEDS = (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def warmed():
+    """Compile (or load from the cache) every kernel once, before any timed run."""
+    return warm_up()
+
+
+def attempts(fault):
+    """(seed, chaos) of each trial: the fault's declared mode, then chaos for the last."""
+    mode = CHAOS if fault.narrow else 0.0
+    return [(seed, mode) for seed in SEEDS[:-1]] + [(SEEDS[-1], CHAOS)]
+
+
+def test_catalogue_is_well_formed():
+    assert len({f.id for f in F.FAULTS}) == len(F.FAULTS)
+    assert F.NO_FAULT not in {f.id for f in F.FAULTS}
+    assert CLEAN not in F.BY_NAME
+    for f in F.FAULTS:
+        assert F.BY_NAME[f.name] is f
+        assert f.detectors and set(f.detectors) <= set(DETECTORS), f
+        assert f.what and f.goes_wrong
+
+
+@pytest.mark.timeout(180)          # 3 trials of <= 8 s (+ hang teardown), and a cold compile
+@pytest.mark.parametrize("fault", F.FAULTS, ids=[f.name for f in F.FAULTS])
+def test_fault_is_caught_by_a_declared_detector(fault, warmed):
+    tried = []
+    for seed, chaos in attempts(fault):
+        r = trial(fault.name, seed, budget=BUDGET, chaos=chaos, threads=2, pages=16384)
+        tried.append({k: r[k] for k in ("seed", "chaos", "verdict", "detectors", "ttd_s",
+                                        "problems")})
+        if r["detected"] and set(r["detectors"]) & set(fault.detectors):
+            assert r["verdict"] in ("VIOLATIONS", "HANG")
+            assert r["ttd_s"] is not None and r["ttd_s"] <= BUDGET + 5
+            return
+    pytest.fail(f"{fault.name} was not caught by any of {fault.detectors} in {len(tried)}"
+                f" trials: {tried}")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("chaos", [0.0, CHAOS], ids=["plain", "chaos"])
+def test_clean_control_is_never_flagged(chaos, warmed):
+    r = trial(CLEAN, 1, budget=3, chaos=chaos, threads=2, pages=16384)
+    assert r["verdict"] == "CLEAN", r["problems"]
+    assert not r["detected"]
+    assert r["detectors"] == [] and r["ttd_s"] is None
+    assert r["ops"] > 0
+
+
+def harness(*args, timeout=90):
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.timeout(60)
+def test_cli_lists_every_fault():
+    proc = harness("faults", "--list")
+    assert proc.returncode == 0, proc.stderr
+    listed = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+    assert listed == [f.name for f in F.FAULTS]
+    for f in F.FAULTS:
+        line = next(x for x in proc.stdout.splitlines() if x.split()[0] == f.name)
+        assert "/".join(f.detectors) in line
+
+
+@pytest.mark.timeout(180)
+def test_cli_campaign_writes_reports_and_exits_0(tmp_path, warmed):
+    proc = harness("faults", "--only", "clean,stale-buddy-order", "--trials", "1",
+                   "--budget", "2", "--repro", "1", "--threads", "2",
+                   "--report-dir", str(tmp_path), timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    jsons = glob.glob(str(tmp_path / "faults-*.json"))
+    mds = glob.glob(str(tmp_path / "faults-*.md"))
+    assert len(jsons) == 1 and len(mds) == 1, os.listdir(tmp_path)
+    assert jsons[0][:-len(".json")] == mds[0][:-len(".md")]
+
+    out = proc.stdout
+    assert "reproduced" in out.splitlines()[0]                 # the table's header
+    assert "| clean |" in out and "| stale-buddy-order |" in out
+    assert "every fault was detected in every trial" in out
+    with open(mds[0]) as f:
+        assert f.read().strip() == out.strip()
+
+    with open(jsons[0]) as f:
+        campaign = json.load(f)
+    assert list(campaign["faults"]) == ["clean", "stale-buddy-order"]
+    for mode in ("plain", "chaos"):
+        clean = campaign["faults"]["clean"]["modes"][mode]
+        assert clean["summary"]["detected"] == 0
+        assert "reproduced" not in clean               # nothing to reproduce
+        stale = campaign["faults"]["stale-buddy-order"]["modes"][mode]
+        assert stale["summary"]["detected"] == 1
+        assert stale["reproduced"] in ("0/1", "1/1")
