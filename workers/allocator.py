@@ -13,10 +13,9 @@ from harness import zone as Z
 from harness.layout import T_RNG, T_STATE
 from harness.rng import bounded, step
 from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_ALLOCS, C_CACHED, C_FREES, C_OPS,
-                            CFG_CACHE_PCT, CFG_CDF0, CFG_HELD, H_ORDER, H_PFN, H_TAG,
-                            K_REJECTED_FREE, PAGECACHE, POISON, between_ops, claim_block, count,
-                            draw_order, hand_over, make_tag, pagecache_tag, pool_has_room,
-                            pool_put, violation)
+                            CFG_CACHE_PCT, CFG_CDF0, CFG_HELD, PAGECACHE, between_ops,
+                            claim_block, count, draw_order, free_checked, hand_over, held_put,
+                            held_take, make_tag, pagecache_tag, pool_has_room, pool_put)
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -43,15 +42,11 @@ def allocator_loop(z, t, me, pool, held, cfg):
             seq += 1
             tag = make_tag(me, seq)
             claim_block(z, t, me, pfn, order, tag)
-            held[n, H_PFN], held[n, H_ORDER], held[n, H_TAG] = pfn, order, tag
-            n += 1
+            n = held_put(held, n, pfn, order, tag)
         else:
             x = step(x)
-            j = bounded(x, n)
-            pfn, order, tag = held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG]
+            pfn, order, tag = held_take(held, n, bounded(x, n))
             n -= 1
-            held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG] = \
-                held[n, H_PFN], held[n, H_ORDER], held[n, H_TAG]
             x = step(x)
             if order == 0 and bounded(x, 100) < cfg[CFG_CACHE_PCT] and pool_has_room(pool):
                 hand_over(z, t, me, pfn, 0, me, tag, PAGECACHE, pagecache_tag())
@@ -59,13 +54,9 @@ def allocator_loop(z, t, me, pool, held, cfg):
                     count(t, me, C_CACHED, 1)
                     continue
                 hand_over(z, t, me, pfn, 0, PAGECACHE, pagecache_tag(), me, tag)
-            hand_over(z, t, me, pfn, order, me, tag, -1, POISON)
-            rc = Z.free_block(z, t, me, pfn, order, -1)
-            if rc == Z.ABORTED:
+            if not free_checked(z, t, me, pfn, order, me, tag, -1):
                 count(t, me, C_ABORTS, 1)
                 break
-            if rc == Z.EINVAL:
-                violation(z, t, me, K_REJECTED_FREE, pfn, order, pfn, 0, 0)
             count(t, me, C_FREES, 1)
     t[me, T_STATE, T_RNG] = x
     return n

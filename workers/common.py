@@ -23,6 +23,7 @@ from harness.layout import (CTL_PARK, CTL_STOP, F_OWNERSHIP, F_POISON, F_STOP_ON
                             T_STATE, T_VIOL0, VIOL_ROWS, ctl_row, flags_row, meta_row, M_POOL0)
 from harness import hierarchy as H
 from harness.rng import bounded
+from harness import zone as Z
 from harness.zone import acquire, release
 
 POISON = 0x6B6B6B6B6B6B6B6B             # Linux's POISON_FREE byte, 8 times
@@ -176,6 +177,32 @@ def between_ops(z, t, me):
     t[me, T_STATE, T_HEARTBEAT] += 1
     park_if_asked(z, t, me)
     return load_acquire(z, (ctl_row(z), CTL_STOP)) != 0
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def free_checked(z, t, me, pfn, order, owner, tag, target):
+    """Detectors, then free (into capture list `target` if >= 0); False if the run aborted."""
+    hand_over(z, t, me, pfn, order, owner, tag, -1, POISON)
+    rc = Z.free_block(z, t, me, pfn, order, target)
+    if rc == Z.EINVAL:
+        violation(z, t, me, K_REJECTED_FREE, pfn, order, pfn, 0, 0)
+    return rc != Z.ABORTED
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def held_put(held, n, pfn, order, tag):
+    """Append a block to the first `n` rows of `held`; returns the new count."""
+    held[n, H_PFN], held[n, H_ORDER], held[n, H_TAG] = pfn, order, tag
+    return n + 1
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def held_take(held, n, j):
+    """Remove row `j` of the first `n` (the last row moves into its place): (pfn, order, tag)."""
+    pfn, order, tag = held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG]
+    held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG] = \
+        held[n - 1, H_PFN], held[n - 1, H_ORDER], held[n - 1, H_TAG]
+    return pfn, order, tag
 
 
 # ---------------------------------------------------------------- page-cache pool

@@ -17,21 +17,11 @@ from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_ALLOCS, C_CAP_MERGED, C_CA
                             C_CAP_OTHER, C_CAP_OWN, C_DELIVERED, C_FREES, C_HIGH_DIRECT0,
                             C_HIGH_OK0, C_HIGH_TRY0, C_OPS, C_RECLAIMED, C_RECLAIMS, C_RETRY_OK,
                             CFG_BATCH_MIN, CFG_BATCH_MUL, CFG_CAPTURE, CFG_RCDF0, CFG_RHELD,
-                            H_ORDER, H_PFN, H_TAG, K_REJECTED_FREE, K_STALE_CAPTURE, PAGECACHE,
-                            POISON, between_ops, park_if_asked, claim_block, count, draw_order, hand_over, make_tag,
-                            pagecache_tag, pool_take, violation)
+                            K_STALE_CAPTURE, PAGECACHE, between_ops, claim_block, count,
+                            draw_order, free_checked, hand_over, held_put, held_take, make_tag,
+                            pagecache_tag, park_if_asked, pool_take, violation)
 
 BATCH_MAX = 4096                # size of the `batch` scratch array a reclaimer is given
-
-
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def free_checked(z, t, me, pfn, order, owner, tag, target):
-    """Detectors, then free (into capture list `target` if >= 0); False if the run aborted."""
-    hand_over(z, t, me, pfn, order, owner, tag, -1, POISON)
-    rc = Z.free_block(z, t, me, pfn, order, target)
-    if rc == Z.EINVAL:
-        violation(z, t, me, K_REJECTED_FREE, pfn, order, pfn, 0, 0)
-    return rc != Z.ABORTED
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -87,11 +77,8 @@ def reclaimer_loop(z, t, me, pool, held, cfg, batch):
         x = step(x)
         if n >= cap or (n > 0 and bounded(x, 2) == 0):
             x = step(x)
-            j = bounded(x, n)
-            pfn, order, tag = held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG]
+            pfn, order, tag = held_take(held, n, bounded(x, n))
             n -= 1
-            held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG] = \
-                held[n, H_PFN], held[n, H_ORDER], held[n, H_TAG]
             if not free_checked(z, t, me, pfn, order, me, tag, -1):
                 count(t, me, C_ABORTS, 1)
                 break
@@ -116,7 +103,6 @@ def reclaimer_loop(z, t, me, pool, held, cfg, batch):
         seq += 1
         tag = make_tag(me, seq)
         claim_block(z, t, me, pfn, wanted, tag)
-        held[n, H_PFN], held[n, H_ORDER], held[n, H_TAG] = pfn, wanted, tag
-        n += 1
+        n = held_put(held, n, pfn, wanted, tag)
     t[me, T_STATE, T_RNG] = x
     return n
