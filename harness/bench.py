@@ -102,8 +102,9 @@ def warm_up():
     return time.perf_counter() - t0
 
 
-def run_bench(seconds=1.5, threads=(1, 2), repeats=1):
-    """All variants; the best of `repeats` runs of each (the machine is shared and noisy)."""
+def run_bench(seconds=1.5, threads=(1, 2), repeats=5):
+    """All variants; the median of `repeats` runs of each, with the range (the machine is
+    shared and noisy: two threads sometimes run truly in parallel, sometimes not)."""
     result = {"warmup_s": warm_up(), "seconds": seconds, "pages": PAGES, "mix": MIX,
               "held": HELD, "results": {}}
     res = result["results"]
@@ -111,8 +112,9 @@ def run_bench(seconds=1.5, threads=(1, 2), repeats=1):
         for name, fn in (("python", lambda: run_python(n, seconds)),
                          ("zone", lambda: run_numba("zone", n, seconds)),
                          ("fine", lambda: run_numba("fine", n, seconds))):
-            runs = [fn() for _ in range(repeats)]
-            res[f"{name}/{n}"] = max(runs, key=lambda r: r["ops_per_s"])
+            runs = sorted((fn() for _ in range(repeats)), key=lambda r: r["ops_per_s"])
+            res[f"{name}/{n}"] = dict(runs[len(runs) // 2],
+                                      range=[runs[0]["ops_per_s"], runs[-1]["ops_per_s"]])
     ratios = {}
     for n in threads:
         base = res[f"python/{n}"]["ops_per_s"]
@@ -126,11 +128,14 @@ def run_bench(seconds=1.5, threads=(1, 2), repeats=1):
 
 def format_bench(result):
     lines = [f"warm-up (JIT compile or cache load): {result['warmup_s']:.2f} s",
-             f"{'variant':<12}{'ops/s':>16}{'lock acq':>14}{'contended':>12}"]
+             f"{'variant':<12}{'median ops/s':>16}{'range of runs':>28}{'lock acq':>14}"
+             f"{'contended':>12}"]
     for name, r in result["results"].items():
         acq = f"{r['lock_acquisitions']:,}" if "lock_acquisitions" in r else "-"
         cont = f"{r['contended']:,}" if "contended" in r else "-"
-        lines.append(f"{name:<12}{r['ops_per_s']:>16,.0f}{acq:>14}{cont:>12}")
+        lo, hi = r["range"]
+        lines.append(f"{name:<12}{r['ops_per_s']:>16,.0f}{f'{lo:,.0f} .. {hi:,.0f}':>28}"
+                     f"{acq:>14}{cont:>12}")
     lines.append("ratios:")
     lines += [f"  {k:<24} {v:8.2f}x" for k, v in result["ratios"].items()]
     return "\n".join(lines)

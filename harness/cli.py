@@ -211,8 +211,8 @@ def build_parser():
                        help="measured seconds per variant (default 1.5)")
     bench.add_argument("--threads", type=_thread_counts, default=(1, 2),
                        help="comma-separated thread counts (default 1,2)")
-    bench.add_argument("--repeats", type=int, default=3,
-                       help="runs per variant; the best is kept (default 3)")
+    bench.add_argument("--repeats", type=int, default=5,
+                       help="runs per variant; the median is reported (default 5)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.add_argument("--overhead", action="store_true",
                        help="instead: stress throughput with detectors/lockdep on vs off")

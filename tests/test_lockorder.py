@@ -15,6 +15,7 @@ import textwrap
 import threading
 import time
 
+import numba
 import pytest
 
 from harness import faults as F
@@ -28,6 +29,10 @@ pytest_plugins = ["pytester"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = H.CLASS_NAMES
+# harness/__init__ points Numba's cache at <base>/<hash of the sources>, with the
+# base under ~/.cache; pytester gives its subprocess a fresh HOME, so pass the base
+# on explicitly or that subprocess compiles every kernel again (~45 s).
+JIT_CACHE_BASE = os.path.dirname(numba.config.CACHE_DIR)
 
 # What a clean short run of each scheme observes: (held class, taken class).
 PINNED = {
@@ -125,7 +130,8 @@ INLINE_TESTS = """
 
 
 @pytest.mark.timeout(180)
-def test_fixture_fails_an_inverted_run_and_passes_a_clean_one(pytester, warmed):
+def test_fixture_fails_an_inverted_run_and_passes_a_clean_one(pytester, monkeypatch, warmed):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", JIT_CACHE_BASE)
     pytester.makepyfile(test_inline=textwrap.dedent(INLINE_TESTS))
     result = pytester.runpytest_subprocess("-rA", "-p", "no:cacheprovider", timeout=120)
     out = result.stdout.str()

@@ -158,17 +158,22 @@ def pagecache_tag():
     return (PAGECACHE + 1) << 40
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def park_if_asked(z, t, me):
     """Quiescent point: while the runner asks (CTL_PARK = epoch), wait here holding no lock."""
-    ctl = ctl_row(z)
-    epoch = load_acquire(z, (ctl, CTL_PARK))
+    epoch = load_acquire(z, (ctl_row(z), CTL_PARK))
     if epoch != 0:
-        count(t, me, C_PARKS, 1)
-        store_release(t, (me, T_STATE, T_PARKED), epoch)
-        while load_acquire(z, (ctl, CTL_PARK)) == epoch and load_acquire(z, (ctl, CTL_STOP)) == 0:
-            futex_wait(z, (ctl, CTL_PARK), epoch, 1_000_000)
-        store_release(t, (me, T_STATE, T_PARKED), 0)
+        _park(z, t, me, epoch)
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _park(z, t, me, epoch):
+    ctl = ctl_row(z)
+    count(t, me, C_PARKS, 1)
+    store_release(t, (me, T_STATE, T_PARKED), epoch)
+    while load_acquire(z, (ctl, CTL_PARK)) == epoch and load_acquire(z, (ctl, CTL_STOP)) == 0:
+        futex_wait(z, (ctl, CTL_PARK), epoch, 1_000_000)
+    store_release(t, (me, T_STATE, T_PARKED), 0)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
