@@ -25,7 +25,7 @@ from numba import njit
 from harness import faults as F
 from harness import hierarchy as H
 from harness.atomics import cas, cpu_pause, cycle_counter, sched_yield, store_release
-from harness.layout import (A_CHAOS_HITS, A_CHAOS_RNG, F_CHAOS, F_FAULT, T_AUX, ALLOC, CAPTURED, CLOSED, F_LOCKDEP, F_TRACE, FREE, LS_COUNT,
+from harness.layout import (A_ABORTED, A_CHAOS_HITS, A_CHAOS_RNG, F_CHAOS, F_FAULT, T_AUX, ALLOC, CAPTURED, CLOSED, F_LOCKDEP, F_TRACE, FREE, LS_COUNT,
                             LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN, LS_OWNER, LS_STATE, LS_WANTED,
                             M_AREA0, M_BLOCK0, M_CAP0, M_LIST0, M_NCAP, M_SCHEME, MAX_HELD,
                             NAREAS, OPEN, PG_LIST, PG_NEXT, PG_ORDER, PG_OWNER, PG_PREV,
@@ -115,11 +115,16 @@ def acquire(z, t, me, lk, site):
         return True
     if z[flags_row(z), F_LOCKDEP] != 0:
         lockdep_forget(z, t, me, lk)
+    # Aborted: the caller may run on unlocked (the zone is no longer trusted), but from now
+    # on this thread releases nothing, so it can never drop a lock another thread holds.
+    t[me, T_AUX, A_ABORTED] = 1
     return False
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def release(z, t, me, lk):
+    if t[me, T_AUX, A_ABORTED] != 0:
+        return
     if z[flags_row(z), F_LOCKDEP] != 0:
         lockdep_forget(z, t, me, lk)
     lock_release(z, lk)

@@ -2,11 +2,13 @@
 the clean control never is, and `python -m harness faults` lists and reports.
 
 Real threads never replay, so each fault gets up to three trials (different
-seeds) and any declared detector counts.  A trial runs with delay injection
-(chaos 0.02) when the catalogue marks the fault's window as narrow; the last
-attempt always does, so a fault whose window is narrower than its flag says
-still fails only when it escapes chaos too.  Detected trials stop early
-(usually well under 2 s); an escaped one costs its whole 8 s budget.
+seeds) and any declared detector counts.  The first trial runs in the mode the
+catalogue implies: delay injection (chaos 0.02) if the fault's window is marked
+narrow, none otherwise.  The retries always use chaos, so a fault whose window
+is narrower than its flag says (ignore-captured-buddy, at the time of writing,
+is practically never caught without chaos in 8 s) fails here only if it escapes
+delay injection too.  Detected trials stop early (usually well under 2 s); an
+escaped one costs its whole 8 s budget.
 """
 
 import glob
@@ -34,9 +36,8 @@ def warmed():
 
 
 def attempts(fault):
-    """(seed, chaos) of each trial: the fault's declared mode, then chaos for the last."""
-    mode = CHAOS if fault.narrow else 0.0
-    return [(seed, mode) for seed in SEEDS[:-1]] + [(SEEDS[-1], CHAOS)]
+    """(seed, chaos) of each trial: first the fault's declared mode, then chaos."""
+    return [(SEEDS[0], CHAOS if fault.narrow else 0.0)] + [(seed, CHAOS) for seed in SEEDS[1:]]
 
 
 def test_catalogue_is_well_formed():
