@@ -10,7 +10,7 @@ percent of the time, so that reclaimers find memory to reclaim.
 from numba import njit
 
 from harness import zone as Z
-from harness.layout import T_RNG, T_STATE
+from harness.layout import T_COUNT0, T_RNG, T_STATE
 from harness.rng import bounded, step
 from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_ALLOCS, C_CACHED, C_FREES, C_OPS,
                             CFG_CACHE_PCT, CFG_CDF0, CFG_HELD, PAGECACHE, between_ops,
@@ -25,8 +25,9 @@ def allocator_loop(z, t, me, pool, held, cfg):
     cap = min(cfg[CFG_HELD], held.shape[0])
     n = 0
     seq = 0
-    while not between_ops(z, t, me):
-        count(t, me, C_OPS, 1)
+    ops = 0
+    while not between_ops(z, t, me, ops):
+        ops += 1
         x = step(x)
         if n == 0 or (n < cap // 2 and bounded(x, 4) != 0) or (n < cap and bounded(x, 2) == 0):
             x = step(x)
@@ -59,4 +60,5 @@ def allocator_loop(z, t, me, pool, held, cfg):
                 break
             count(t, me, C_FREES, 1)
     t[me, T_STATE, T_RNG] = x
+    t[me, T_COUNT0, C_OPS] = ops
     return n

@@ -176,9 +176,16 @@ def _park(z, t, me, epoch):
     store_release(t, (me, T_STATE, T_PARKED), 0)
 
 
+CHECK_EVERY = 64                        # operations between heartbeats / park and stop checks
+
+
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def between_ops(z, t, me):
-    """Per-operation housekeeping: heartbeat; park while asked; True when the run should end."""
+def between_ops(z, t, me, ops):
+    """Per-operation housekeeping, every CHECK_EVERY operations: publish the op count and a
+    heartbeat, park while asked; True when the run should end."""
+    if ops & (CHECK_EVERY - 1) != 0:
+        return False
+    t[me, T_COUNT0, C_OPS] = ops
     t[me, T_STATE, T_HEARTBEAT] += 1
     park_if_asked(z, t, me)
     return load_acquire(z, (ctl_row(z), CTL_STOP)) != 0

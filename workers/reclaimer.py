@@ -11,7 +11,8 @@ the patch improved on.  Obtained blocks are held for a while, then freed.
 from numba import njit
 
 from harness import zone as Z
-from harness.layout import LS_COUNT, LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN, T_RNG, T_STATE
+from harness.layout import (LS_COUNT, LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN, T_COUNT0, T_RNG,
+                            T_STATE)
 from harness.rng import bounded, step
 from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_ALLOCS, C_CAP_MERGED, C_CAP_NOSLOT,
                             C_CAP_OTHER, C_CAP_OWN, C_DELIVERED, C_FREES, C_HIGH_DIRECT0,
@@ -72,8 +73,9 @@ def reclaimer_loop(z, t, me, pool, held, cfg, batch):
     cap = min(cfg[CFG_RHELD], held.shape[0])
     n = 0
     seq = 0
-    while not between_ops(z, t, me):
-        count(t, me, C_OPS, 1)
+    ops = 0
+    while not between_ops(z, t, me, ops):
+        ops += 1
         x = step(x)
         if n >= cap or (n > 0 and bounded(x, 2) == 0):
             x = step(x)
@@ -105,4 +107,5 @@ def reclaimer_loop(z, t, me, pool, held, cfg, batch):
         claim_block(z, t, me, pfn, wanted, tag)
         n = held_put(held, n, pfn, wanted, tag)
     t[me, T_STATE, T_RNG] = x
+    t[me, T_COUNT0, C_OPS] = ops
     return n
