@@ -65,7 +65,7 @@ FAULTS = (
     Fault(FAULT_IGNORE_CAPTURED_BUDDY, "ignore-captured-buddy",
           "the normal free path ignores a captured buddy instead of joining its capture list",
           "a free block sits next to its captured buddy: the capture misses pages it was owed",
-          ("invariants",), True),
+          ("invariants",), False),
     Fault(FAULT_TOCTOU_CAPTURE_STATE, "toctou-capture-state",
           "merge_and_place checks that the target capture list is open before taking its lock",
           "a block is pushed onto a list its owner has already detached: stranded pages",

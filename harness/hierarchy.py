@@ -4,10 +4,10 @@ Indentation means "held while taking"; each line names the function that takes i
 
 fine scheme (one lock per order-10 block, per capture list, per free-list order):
 
-    block                     free_block, alloc_block (slow path), capture_finish
+    block                     free_block, alloc_block (slow path), capture_finish, audit_capture
       capture                 merge_and_place (buddy or target on a capture list)
       area                    merge_and_place, expand, alloc_block (slow path)
-    capture                   capture_start, capture_finish (detach the list)
+    capture                   capture_start, capture_finish (detach the list), audit_capture
     area                      alloc_block (find the head of a free list)
       block (trylock only)    alloc_block: a trylock waits for nobody, so adds no edge
     pagecache                 workers' page-cache pool, never held into the allocator
@@ -58,10 +58,12 @@ SITES = (
     "capture_finish: capture",
     "capture_finish: block",
     "pagecache pool",
+    "audit_capture: capture",
+    "audit_capture: block",
 )
 (S_ENTER, S_ALLOC_AREA, S_ALLOC_BLOCK, S_ALLOC_AREA2, S_FREE_BLOCK, S_MERGE_AREA,
  S_MERGE_CAPTURE, S_PLACE_CAPTURE, S_PLACE_AREA, S_EXPAND_AREA, S_CAPSTART,
- S_CAPFINISH, S_CAPFINISH_BLOCK, S_POOL) = range(len(SITES))
+ S_CAPFINISH, S_CAPFINISH_BLOCK, S_POOL, S_AUDIT_CAPTURE, S_AUDIT_BLOCK) = range(len(SITES))
 
 
 def allowed_edges(scheme):

@@ -84,6 +84,7 @@ class Run:
         flags[L.F_OWNERSHIP] = "ownership" in cfg.detectors
         flags[L.F_POISON] = "poison" in cfg.detectors
         flags[L.F_TRACE] = "trace" in cfg.detectors
+        flags[L.F_CAPTURE_AUDIT] = "invariants" in cfg.detectors
         flags[L.F_STOP_ON_VIOLATION] = cfg.stop_on_violation
         flags[L.F_LOCKDEP] = cfg.lockdep
         flags[L.F_FAULT] = F.BY_NAME[cfg.fault].id if cfg.fault else F.NO_FAULT

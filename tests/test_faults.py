@@ -5,10 +5,9 @@ Real threads never replay, so each fault gets up to three trials (different
 seeds) and any declared detector counts.  The first trial runs in the mode the
 catalogue implies: delay injection (chaos 0.02) if the fault's window is marked
 narrow, none otherwise.  The retries always use chaos, so a fault whose window
-is narrower than its flag says (ignore-captured-buddy, at the time of writing,
-is practically never caught without chaos in 8 s) fails here only if it escapes
-delay injection too.  Detected trials stop early (usually well under 2 s); an
-escaped one costs its whole 8 s budget.
+is narrower than its flag says fails here only if it escapes delay injection
+too.  Detected trials stop early (usually well under 2 s); an escaped one
+costs its whole 8 s budget.
 """
 
 import glob
@@ -64,6 +63,15 @@ def test_fault_is_caught_by_a_declared_detector(fault, warmed):
             return
     pytest.fail(f"{fault.name} was not caught by any of {fault.detectors} in {len(tried)}"
                 f" trials: {tried}")
+
+
+@pytest.mark.timeout(120)
+def test_capture_audit_catches_a_free_that_ignores_its_captured_buddy(warmed):
+    """The damage of ignore-captured-buddy lives only while a list is open; the
+    reclaimer's audit before capture_finish sees it there, with no chaos."""
+    r = trial("ignore-captured-buddy", 1, budget=8, chaos=0.0, threads=2, pages=16384)
+    assert r["verdict"] == "VIOLATIONS", r
+    assert any("captured_block_beside_free_buddy" in p for p in r["problems"]), r["problems"]
 
 
 @pytest.mark.timeout(120)

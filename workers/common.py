@@ -12,15 +12,19 @@ Detectors (switched by flags in the zone table):
              Free checks the pages are still ours and releases them.
   poison     a free page holds POISON; allocation checks it and stamps the
              pages with a per-allocation tag, which free checks and re-poisons.
+  invariants besides the runner's quiescent checks: a reclaimer audits its own
+             open capture list before finishing it (`audit_capture`).
 """
 
 import numpy as np
 from numba import njit
 
 from harness.atomics import cas, cycle_counter, futex_wait, load_acquire, store_release
-from harness.layout import (CTL_PARK, CTL_STOP, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION,
-                            PG_CLAIM, PG_STAMP, T_COUNT0, T_HEARTBEAT, T_NVIOL, T_PARKED,
-                            T_STATE, T_VIOL0, VIOL_ROWS, ctl_row, flags_row, meta_row, M_POOL0)
+from harness.layout import (CAPTURED, CTL_PARK, CTL_STOP, F_OWNERSHIP, F_POISON,
+                            F_STOP_ON_VIOLATION, FREE, LS_HEAD, M_POOL0, PG_CLAIM, PG_LIST,
+                            PG_NEXT, PG_ORDER, PG_STAMP, PG_STATE, T_COUNT0, T_HEARTBEAT,
+                            T_NVIOL, T_PARKED, T_STATE, T_VIOL0, TOP, VIOL_ROWS, ctl_row,
+                            flags_row, meta_row)
 from harness import hierarchy as H
 from harness.rng import bounded
 from harness import zone as Z
@@ -46,11 +50,13 @@ COUNTER_NAMES = ("ops", "allocs", "alloc_failures", "frees", "to_page_cache", "r
 
 # violation rows: t[me, T_VIOL0 + i, V_*]
 V_KIND, V_PFN, V_ORDER, V_PAGE, V_EXPECTED, V_FOUND, V_NS, V_OP = range(8)
-(K_DOUBLE_ALLOC, K_NOT_OWNER, K_POISON, K_STAMP, K_REJECTED_FREE, K_STALE_CAPTURE) = range(1, 7)
+(K_DOUBLE_ALLOC, K_NOT_OWNER, K_POISON, K_STAMP, K_REJECTED_FREE, K_STALE_CAPTURE,
+ K_UNMERGED_CAPTURE) = range(1, 8)
 KIND_NAMES = {K_DOUBLE_ALLOC: "double_allocation", K_NOT_OWNER: "free_of_page_not_owned",
               K_POISON: "write_to_free_page", K_STAMP: "write_to_allocated_page",
               K_REJECTED_FREE: "allocator_rejected_valid_free",
-              K_STALE_CAPTURE: "new_capture_list_not_empty"}
+              K_STALE_CAPTURE: "new_capture_list_not_empty",
+              K_UNMERGED_CAPTURE: "captured_block_beside_free_buddy"}
 
 # pool: [count, head, capacity, ..., ring of pfns from POOL_RING]
 P_COUNT, P_HEAD, P_CAP = 0, 1, 2
@@ -215,6 +221,44 @@ def held_take(held, n, j):
     held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG] = \
         held[n - 1, H_PFN], held[n - 1, H_ORDER], held[n - 1, H_TAG]
     return pfn, order, tag
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def audit_capture(z, t, me, lst, scratch):
+    """Invariant detector on the caller's own open capture list `lst`, under locks.
+
+    No captured block may have a FREE buddy of its order: a free that meets a
+    captured buddy joins its list.  The list is walked under its lock into
+    `scratch`, then each block is checked under its block lock (never both:
+    block is taken before capture).  Returns False if the run aborted.
+    """
+    if not Z.enter(z, t, me):
+        return False
+    lk = Z.capture_lock(z, lst)
+    if not Z.take(z, t, me, lk, H.S_AUDIT_CAPTURE):
+        Z.leave(z, t, me)
+        return False
+    n = 0
+    p = z[Z.lrow(z, lst), LS_HEAD]
+    while p >= 0 and n < scratch.shape[0]:
+        scratch[n] = p
+        n += 1
+        p = z[p, PG_NEXT]
+    Z.drop(z, t, me, lk)
+    for i in range(n):
+        p = scratch[i]
+        blk = Z.block_lock(z, p)
+        if not Z.take(z, t, me, blk, H.S_AUDIT_BLOCK):
+            Z.leave(z, t, me)
+            return False
+        order = z[p, PG_ORDER]
+        if z[p, PG_STATE] == CAPTURED and z[p, PG_LIST] == lst and order < TOP:
+            buddy = p ^ (1 << order)
+            if z[buddy, PG_STATE] == FREE and z[buddy, PG_ORDER] == order:
+                violation(z, t, me, K_UNMERGED_CAPTURE, p, order, buddy, CAPTURED, FREE)
+        Z.drop(z, t, me, blk)
+    Z.leave(z, t, me)
+    return True
 
 
 # ---------------------------------------------------------------- page-cache pool

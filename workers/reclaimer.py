@@ -11,16 +11,17 @@ the patch improved on.  Obtained blocks are held for a while, then freed.
 from numba import njit
 
 from harness import zone as Z
-from harness.layout import (LS_COUNT, LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN, T_COUNT0, T_RNG,
-                            T_STATE)
+from harness.layout import (F_CAPTURE_AUDIT, LS_COUNT, LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN,
+                            T_COUNT0, T_RNG, T_STATE)
 from harness.rng import bounded, step
 from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_ALLOCS, C_CAP_MERGED, C_CAP_NOSLOT,
                             C_CAP_OTHER, C_CAP_OWN, C_DELIVERED, C_FREES, C_HIGH_DIRECT0,
                             C_HIGH_OK0, C_HIGH_TRY0, C_OPS, C_RECLAIMED, C_RECLAIMS, C_RETRY_OK,
                             CFG_BATCH_MIN, CFG_BATCH_MUL, CFG_CAPTURE, CFG_RCDF0, CFG_RHELD,
-                            K_STALE_CAPTURE, PAGECACHE, between_ops, claim_block, count,
-                            draw_order, free_checked, hand_over, held_put, held_take, make_tag,
-                            pagecache_tag, park_if_asked, pool_take, violation)
+                            K_STALE_CAPTURE, PAGECACHE, audit_capture, between_ops, claim_block,
+                            count, draw_order, flag, free_checked, hand_over, held_put,
+                            held_take, make_tag, pagecache_tag, park_if_asked, pool_take,
+                            violation)
 
 BATCH_MAX = 4096                # size of the `batch` scratch array a reclaimer is given
 
@@ -49,6 +50,8 @@ def reclaim(z, t, me, pool, batch, cfg, wanted):
             return Z.ABORTED
     if lst >= 0:
         park_if_asked(z, t, me)         # a quiescent point with an open capture list
+        if flag(z, F_CAPTURE_AUDIT) and not audit_capture(z, t, me, lst, batch):
+            return Z.ABORTED
         row = Z.lrow(z, lst)
         own, other, merged = z[row, LS_OWN], z[row, LS_OTHER], z[row, LS_MERGED]
         pfn = Z.capture_finish(z, t, me, lst)
