@@ -9,7 +9,8 @@ from numba import njit
 
 from harness.layout import Sections
 from harness.layout import (ALLOC, CAPTURED, FREE, LS_COUNT, LS_HEAD, LS_STATE, NAREAS, OPEN,
-                          PG_LIST, PG_NEXT, PG_ORDER, PG_PREV, PG_STATE, TAIL, TOP)
+                            PG_LIST, PG_NEXT, PG_ORDER, PG_PREV, PG_STATE, PHASE_MASK, TAIL,
+                            TOP)
 
 (V_OVERLAP, V_MISALIGNED, V_BAD_ORDER, V_LIST_LINK, V_LIST_STATE, V_LIST_COUNT,
  V_NOT_ON_LIST, V_UNMERGED, V_CONSERVATION, V_LIST_CYCLE, V_CLOSED_LIST) = range(11)
@@ -59,7 +60,7 @@ def check_kernel(pages, lists, out):
             want = FREE if lst < NAREAS else CAPTURED
             if st != want or pages[p, PG_LIST] != lst or (lst < NAREAS and pages[p, PG_ORDER] != lst):
                 n = _add(out, n, V_LIST_STATE, p, lst, st)
-            if lst >= NAREAS and lists[lst, LS_STATE] != OPEN:
+            if lst >= NAREAS and lists[lst, LS_STATE] & PHASE_MASK != OPEN:
                 n = _add(out, n, V_CLOSED_LIST, p, lst, 0)
             if seen[p] != 0:
                 n = _add(out, n, V_LIST_CYCLE, p, lst, npages)

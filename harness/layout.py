@@ -40,7 +40,10 @@ TAIL, FREE, CAPTURED, ALLOC = range(4)
 
 # list rows (free lists 0..10, then capture lists)
 LS_HEAD, LS_COUNT, LS_STATE, LS_WANTED, LS_OWNER, LS_OWN, LS_OTHER, LS_MERGED = range(W)
-UNUSED, OPEN, CLOSED = range(3)
+UNUSED, OPEN, CLOSED = range(3)      # the phase of a capture list: LS_STATE & PHASE_MASK
+PHASE_MASK, GENERATION = 3, 4         # LS_STATE = uses * GENERATION + phase: each reuse of a
+                                      # row is a new generation, so a merge that set out for an
+                                      # earlier use of the list never lands on a later one
 
 # ctl and meta rows
 CTL_STOP, CTL_PARK, CTL_ABORT = 0, 1, 2   # stop: between operations; abort: lock waits give up

@@ -18,6 +18,9 @@ lock.  Zone scheme: one zone lock, taken at each entry point, guards it all;
 the inner lock calls then do nothing, so both schemes run the same code.
 A capture list that is CLOSED (being finished) is no merge target: its
 blocks belong to the finishing thread until it has carved and freed them.
+A list's STATE also counts its uses (layout.GENERATION): a free that met a
+captured buddy places its merged block on that list only if it is still the
+same use of the row, never on a list reopened in the meantime.
 """
 
 from numba import njit
@@ -25,12 +28,13 @@ from numba import njit
 from harness import faults as F
 from harness import hierarchy as H
 from harness.atomics import cas, cpu_pause, cycle_counter, sched_yield, store_release
-from harness.layout import (A_ABORTED, A_CHAOS_HITS, A_CHAOS_RNG, F_CHAOS, F_FAULT, T_AUX, ALLOC, CAPTURED, CLOSED, F_LOCKDEP, F_TRACE, FREE, LS_COUNT,
-                            LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN, LS_OWNER, LS_STATE, LS_WANTED,
-                            M_AREA0, M_BLOCK0, M_CAP0, M_LIST0, M_NCAP, M_SCHEME, MAX_HELD,
-                            NAREAS, OPEN, PG_LIST, PG_NEXT, PG_ORDER, PG_OWNER, PG_PREV,
-                            PG_STATE, RING, SCHEME_ZONE, T_EDGE0, T_HELD, T_LOCKDEP_ERR, T_NHELD,
-                            T_RING0, T_RING_POS, T_STATE, TAIL, TOP, UNUSED, flags_row, meta_row)
+from harness.layout import (ALLOC, A_ABORTED, A_CHAOS_HITS, A_CHAOS_RNG, CAPTURED, CLOSED, FREE,
+                            F_CHAOS, F_FAULT, F_LOCKDEP, F_TRACE, GENERATION, LS_COUNT, LS_HEAD,
+                            LS_MERGED, LS_OTHER, LS_OWN, LS_OWNER, LS_STATE, LS_WANTED, MAX_HELD,
+                            M_AREA0, M_BLOCK0, M_CAP0, M_LIST0, M_NCAP, M_SCHEME, NAREAS, OPEN,
+                            PG_LIST, PG_NEXT, PG_ORDER, PG_OWNER, PG_PREV, PG_STATE, PHASE_MASK,
+                            RING, SCHEME_ZONE, TAIL, TOP, T_AUX, T_EDGE0, T_HELD, T_LOCKDEP_ERR,
+                            T_NHELD, T_RING0, T_RING_POS, T_STATE, UNUSED, flags_row, meta_row)
 from harness.locks import L_CLASS, lock_acquire, lock_release, lock_try
 from harness.rng import bounded, step
 
@@ -203,6 +207,12 @@ def lrow(z, lst):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def list_phase(z, lst):
+    """UNUSED, OPEN or CLOSED: the phase bits of capture list `lst`'s STATE."""
+    return z[lrow(z, lst), LS_STATE] & PHASE_MASK
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def trace(z, t, me, op, pfn, order):
     """Append (op, pfn, order, cycle counter) to this thread's flight-recorder ring."""
     if z[flags_row(z), F_TRACE] != 0:
@@ -279,6 +289,7 @@ def merge_and_place(z, t, me, pfn, order, target):
     """
     pages0 = 1 << order
     switched = -1
+    use = z[lrow(z, target), LS_STATE] if target >= 0 else 0   # the caller's own open list
     while order < TOP:
         buddy = pfn ^ (1 << order)
         st = z[buddy, PG_STATE]
@@ -300,13 +311,14 @@ def merge_and_place(z, t, me, pfn, order, target):
             lst = z[buddy, PG_LIST]
             lk = capture_lock(z, lst)
             take(z, t, me, lk, H.S_MERGE_CAPTURE)
-            if z[lrow(z, lst), LS_STATE] != OPEN:
+            if list_phase(z, lst) != OPEN:
                 drop(z, t, me, lk)
                 break
             unlink(z, lst, buddy)
             if target < 0:
                 target = lst
                 switched = lst
+                use = z[lrow(z, lst), LS_STATE]
             elif lst != target:
                 z[lrow(z, target), LS_MERGED] += 1 << order
             drop(z, t, me, lk)
@@ -318,13 +330,13 @@ def merge_and_place(z, t, me, pfn, order, target):
         lk = capture_lock(z, target)
         unlocked = fault(z, F.FAULT_CAPTURE_PLACE_UNLOCKED)
         toctou = fault(z, F.FAULT_TOCTOU_CAPTURE_STATE)
-        is_open = z[lrow(z, target), LS_STATE] == OPEN
+        is_open = z[lrow(z, target), LS_STATE] == use
         if toctou:
             chaos(z, t, me)                     # between the unlocked check and the act
         if not unlocked:
             take(z, t, me, lk, H.S_PLACE_CAPTURE)
         if not toctou:
-            is_open = z[lrow(z, target), LS_STATE] == OPEN
+            is_open = z[lrow(z, target), LS_STATE] == use
         if is_open:
             z[pfn, PG_STATE] = CAPTURED
             push_head(z, target, pfn)
@@ -431,7 +443,7 @@ def free_block(z, t, me, pfn, order, target):
         leave(z, t, me)
         return ABORTED
     if z[pfn, PG_STATE] != ALLOC or z[pfn, PG_ORDER] != order or \
-            (target >= 0 and z[lrow(z, target), LS_STATE] != OPEN):
+            (target >= 0 and list_phase(z, target) != OPEN):
         if locked:
             drop(z, t, me, blk)
         leave(z, t, me)
@@ -457,10 +469,12 @@ def capture_start(z, t, me, wanted):
         return ABORTED
     for lst in range(NAREAS, NAREAS + z[meta_row(z), M_NCAP]):
         row = lrow(z, lst)
-        if z[row, LS_STATE] == UNUSED and cas(z, (row, LS_STATE), UNUSED, OPEN) == UNUSED:
+        old = z[row, LS_STATE]
+        use = (old & ~PHASE_MASK) + GENERATION
+        if old & PHASE_MASK == UNUSED and cas(z, (row, LS_STATE), old, use | OPEN) == old:
             lk = capture_lock(z, lst)
             if not take(z, t, me, lk, H.S_CAPSTART):
-                store_release(z, (row, LS_STATE), UNUSED)
+                store_release(z, (row, LS_STATE), old)
                 leave(z, t, me)
                 return ABORTED
             z[row, LS_WANTED] = wanted
@@ -489,11 +503,12 @@ def capture_finish(z, t, me, lst):
     if not take(z, t, me, lk, H.S_CAPFINISH):
         leave(z, t, me)
         return ABORTED
-    if z[lrow(z, lst), LS_STATE] != OPEN:
+    if list_phase(z, lst) != OPEN:
         drop(z, t, me, lk)
         leave(z, t, me)
         return EINVAL
-    z[lrow(z, lst), LS_STATE] = CLOSED          # from now on no block of the chain is a merge target
+    use = z[lrow(z, lst), LS_STATE] & ~PHASE_MASK
+    z[lrow(z, lst), LS_STATE] = use | CLOSED    # from now on no block of the chain is a merge target
     chain = z[lrow(z, lst), LS_HEAD]
     z[lrow(z, lst), LS_HEAD] = -1
     z[lrow(z, lst), LS_COUNT] = 0
@@ -535,7 +550,7 @@ def capture_finish(z, t, me, lst):
         p = nxt
     if inverted:
         drop(z, t, me, lk)
-    store_release(z, (lrow(z, lst), LS_STATE), UNUSED)
+    store_release(z, (lrow(z, lst), LS_STATE), use | UNUSED)
     leave(z, t, me)
     trace(z, t, me, OP_CAPFINISH, got, wanted)
     return got
