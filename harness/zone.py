@@ -278,18 +278,19 @@ def expand(z, t, me, pfn, high, low):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def merge_and_place(z, t, me, pfn, order, target):
+def merge_and_place(z, t, me, pfn, order, target, use):
     """`__free_one_page` / `__capture_one_page`: coalesce `pfn` and put it on a list.
 
     `target` < 0 is normal mode: merge FREE buddies; a CAPTURED buddy switches to
     capture mode on that buddy's list.  In capture mode a FREE or CAPTURED buddy
-    (on any open list) merges and the result goes to the head of `target`.
-    Caller holds pfn's block lock; pfn's head is TAIL (owned, on no list).
+    (on any open list) merges and the result goes to the head of `target`, if
+    `target` is still in `use` (the STATE word it had when it was chosen);
+    otherwise to the free list.  Caller holds pfn's block lock; pfn's head is
+    TAIL (owned, on no list).
     Returns the pages this free added to a capture list it did not start on.
     """
     pages0 = 1 << order
     switched = -1
-    use = z[lrow(z, target), LS_STATE] if target >= 0 else 0   # the caller's own open list
     while order < TOP:
         buddy = pfn ^ (1 << order)
         st = z[buddy, PG_STATE]
@@ -453,7 +454,8 @@ def free_block(z, t, me, pfn, order, target):
     if target >= 0:
         z[lrow(z, target), LS_OWN] += 1 << order   # guarded: own list, only its owner frees into it
     trace(z, t, me, OP_CAPFREE if target >= 0 else OP_FREE, pfn, order)
-    other = merge_and_place(z, t, me, pfn, order, target)
+    use = z[lrow(z, target), LS_STATE] if target >= 0 else 0     # our own list: stays open
+    other = merge_and_place(z, t, me, pfn, order, target, use)
     if other > 0:
         trace(z, t, me, OP_CAPTURED, pfn, order)
     if locked:
@@ -545,7 +547,7 @@ def capture_finish(z, t, me, lst):
                 push_head(z, z[p, PG_ORDER], p)
                 drop(z, t, me, alk)
             else:
-                merge_and_place(z, t, me, p, z[p, PG_ORDER], -1)
+                merge_and_place(z, t, me, p, z[p, PG_ORDER], -1, 0)
             drop(z, t, me, blk)
         p = nxt
     if inverted:
