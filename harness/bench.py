@@ -26,6 +26,18 @@ HELD = 256
 PAGES = 1 << 16
 
 
+def run_threads(threads, seconds, stop):
+    """Start `threads`, let them run `seconds`, call `stop()`, join; the wall seconds."""
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def run_numba(scheme, nthreads, seconds, seed=1):
     """ops/s of the Numba allocator; also its lock contention."""
     z = L.new_zone_table(PAGES, scheme)
@@ -39,14 +51,11 @@ def run_numba(scheme, nthreads, seconds, seed=1):
     threads = [threading.Thread(target=allocator_loop,
                                 args=(z, th, t, pool, np.zeros((HELD, 3), np.int64), cfg))
                for t in range(nthreads)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    z[L.ctl_row_py(z), L.CTL_STOP] = 1
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+
+    def stop():
+        z[L.ctl_row_py(z), L.CTL_STOP] = 1
+
+    wall = run_threads(threads, seconds, stop)
     per_thread = th[:, L.T_COUNT0, W.C_OPS]
     locks = L.Sections(z).locks
     acq, cont = int(locks[:, L_ACQ].sum()), int(locks[:, L_CONT].sum())
@@ -83,14 +92,7 @@ def run_python(nthreads, seconds, seed=1):
         counts[t] = ops
 
     threads = [threading.Thread(target=body, args=(t,)) for t in range(nthreads)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_threads(threads, seconds, stop.set)
     return {"ops_per_s": sum(counts) / wall, "ops": sum(counts)}
 
 

@@ -35,11 +35,17 @@ WAIT_SLICE_NS = 2_000_000
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def _took(z, row, me):
+    """The lock at `row` was just taken by `me`: record the owner, count it (holder-only writes)."""
+    z[row, L_OWNER] = me + 1
+    z[row, L_ACQ] += 1
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def lock_try(z, row, me):
     """Take the lock at `row` if it is free; never waits.  Returns True on success."""
     if cas(z, (row, L_WORD), 0, 1) == 0:
-        z[row, L_OWNER] = me + 1
-        z[row, L_ACQ] += 1
+        _took(z, row, me)
         return True
     fetch_add(z, (row, L_TRYFAIL), 1)
     return False
@@ -80,8 +86,7 @@ def _lock_slow(z, row, me, t):
             futex_wait(z, (row, L_WORD), 2, WAIT_SLICE_NS)
             c = xchg(z, (row, L_WORD), 2)
         t[me, T_STATE, T_WAITING] = 0
-    z[row, L_OWNER] = me + 1
-    z[row, L_ACQ] += 1
+    _took(z, row, me)
     z[row, L_CONT] += 1
     z[row, L_WAIT_NS] += monotonic_ns() - t0
     return True
@@ -91,8 +96,7 @@ def _lock_slow(z, row, me, t):
 def lock_acquire(z, row, me, t):
     """Take the lock at `row` for thread slot `me`; False if the run stopped while waiting."""
     if cas(z, (row, L_WORD), 0, 1) == 0:
-        z[row, L_OWNER] = me + 1
-        z[row, L_ACQ] += 1
+        _took(z, row, me)
         return True
     return _lock_slow(z, row, me, t)
 

@@ -12,10 +12,10 @@ from numba import njit
 from harness import zone as Z
 from harness.layout import T_COUNT0, T_RNG, T_STATE
 from harness.rng import bounded, step
-from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_ALLOCS, C_CACHED, C_FREES, C_OPS,
-                            CFG_CACHE_PCT, CFG_CDF0, CFG_HELD, PAGECACHE, between_ops,
-                            claim_block, count, draw_order, free_checked, hand_over, held_put,
-                            held_take, make_tag, pagecache_tag, pool_has_room, pool_put)
+from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_CACHED, C_FREES, C_OPS, CFG_CACHE_PCT,
+                            CFG_CDF0, CFG_HELD, PAGECACHE, between_ops, count, draw_order,
+                            free_checked, hand_over, held_take, keep_block, pagecache_tag,
+                            pool_has_room, pool_put)
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -39,11 +39,8 @@ def allocator_loop(z, t, me, pool, held, cfg):
             if pfn < 0:
                 count(t, me, C_ALLOC_FAIL, 1)
                 continue
-            count(t, me, C_ALLOCS, 1)
             seq += 1
-            tag = make_tag(me, seq)
-            claim_block(z, t, me, pfn, order, tag)
-            n = held_put(held, n, pfn, order, tag)
+            n = keep_block(z, t, me, held, n, pfn, order, seq)
         else:
             x = step(x)
             pfn, order, tag = held_take(held, n, bounded(x, n))

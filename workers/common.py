@@ -215,6 +215,17 @@ def held_put(held, n, pfn, order, tag):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def keep_block(z, t, me, held, n, pfn, order, seq):
+    """A block just allocated: count it, claim and stamp it with tag `seq`, hold it.
+
+    Returns the new number of held blocks."""
+    count(t, me, C_ALLOCS, 1)
+    tag = make_tag(me, seq)
+    claim_block(z, t, me, pfn, order, tag)
+    return held_put(held, n, pfn, order, tag)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def held_take(held, n, j):
     """Remove row `j` of the first `n` (the last row moves into its place): (pfn, order, tag)."""
     pfn, order, tag = held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG]

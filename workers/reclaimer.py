@@ -14,14 +14,13 @@ from harness import zone as Z
 from harness.layout import (F_CAPTURE_AUDIT, LS_COUNT, LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN,
                             T_COUNT0, T_RNG, T_STATE)
 from harness.rng import bounded, step
-from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_ALLOCS, C_CAP_MERGED, C_CAP_NOSLOT,
-                            C_CAP_OTHER, C_CAP_OWN, C_DELIVERED, C_FREES, C_HIGH_DIRECT0,
-                            C_HIGH_OK0, C_HIGH_TRY0, C_OPS, C_RECLAIMED, C_RECLAIMS, C_RETRY_OK,
+from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_CAP_MERGED, C_CAP_NOSLOT, C_CAP_OTHER,
+                            C_CAP_OWN, C_DELIVERED, C_FREES, C_HIGH_DIRECT0, C_HIGH_OK0,
+                            C_HIGH_TRY0, C_OPS, C_RECLAIMED, C_RECLAIMS, C_RETRY_OK,
                             CFG_BATCH_MIN, CFG_BATCH_MUL, CFG_CAPTURE, CFG_RCDF0, CFG_RHELD,
-                            K_STALE_CAPTURE, PAGECACHE, audit_capture, between_ops, claim_block,
-                            count, draw_order, flag, free_checked, hand_over, held_put,
-                            held_take, make_tag, pagecache_tag, park_if_asked, pool_take,
-                            violation)
+                            K_STALE_CAPTURE, PAGECACHE, audit_capture, between_ops, count,
+                            draw_order, flag, free_checked, hand_over, held_take, keep_block,
+                            pagecache_tag, park_if_asked, pool_take, violation)
 
 BATCH_MAX = 4096                # size of the `batch` scratch array a reclaimer is given
 
@@ -103,12 +102,9 @@ def reclaimer_loop(z, t, me, pool, held, cfg, batch):
         if pfn < 0:
             count(t, me, C_ALLOC_FAIL, 1)
             continue
-        count(t, me, C_ALLOCS, 1)
         count(t, me, C_HIGH_OK0 + wanted, 1)
         seq += 1
-        tag = make_tag(me, seq)
-        claim_block(z, t, me, pfn, wanted, tag)
-        n = held_put(held, n, pfn, wanted, tag)
+        n = keep_block(z, t, me, held, n, pfn, wanted, seq)
     t[me, T_STATE, T_RNG] = x
     t[me, T_COUNT0, C_OPS] = ops
     return n
