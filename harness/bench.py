@@ -18,6 +18,7 @@ from harness import layout as L
 from harness.baseline import PyZone
 from harness.locks import L_ACQ, L_CONT
 from harness.rng import seed_state
+from harness.signals import reraise_if_interrupted
 from workers import common as W
 from workers.allocator import allocator_loop
 
@@ -29,12 +30,15 @@ PAGES = 1 << 16
 def run_threads(threads, seconds, stop):
     """Start `threads`, let them run `seconds`, call `stop()`, join; the wall seconds."""
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(seconds)
+    finally:                    # Ctrl-C or SIGTERM: the workers stop before we leave
+        stop()
+        for t in threads:
+            if t.ident is not None:
+                t.join()
     return time.perf_counter() - t0
 
 
@@ -145,7 +149,8 @@ def format_bench(result):
 
 def run_overhead(seconds=3.0, threads=2, seed=1):
     """Stress throughput with detectors / lockdep on vs off, interleaved in one process."""
-    from harness.runner import RunConfig, run_stress
+    from harness.runner import RunConfig, run_stress, warm_up
+    warm = warm_up()
     variants = {"bare": dict(detectors=(), check_ms=0),
                 "detectors": dict(),
                 "lockdep": dict(detectors=(), check_ms=0, lockdep=True),
@@ -153,8 +158,10 @@ def run_overhead(seconds=3.0, threads=2, seed=1):
     ops = {name: [] for name in variants}
     for _ in range(2):                       # interleave: the machine is shared and noisy
         for name, kw in variants.items():
-            r = run_stress(RunConfig(seconds=seconds, threads=threads, seed=seed, **kw))
-            ops[name].append(sum(t["ops"] for t in r["threads"]) / r["duration_s"])
+            r = run_stress(RunConfig(seconds=seconds, threads=threads, seed=seed, **kw),
+                           warm_s=warm)
+            reraise_if_interrupted(r)
+            ops[name].append(r["totals"]["ops_per_s"])
     best = {name: max(v) for name, v in ops.items()}
     return {"seconds": seconds, "threads": threads, "ops_per_s": best,
             "slowdown": {name: best["bare"] / v for name, v in best.items()}}
@@ -162,24 +169,25 @@ def run_overhead(seconds=3.0, threads=2, seed=1):
 
 def run_capture_table(seconds=10.0, threads=2, seed=1, reclaim_mix=None):
     """One stress run with capture off and one with capture on, same seed and settings."""
-    from harness.report import totals
-    from harness.runner import RECLAIM_MIX, RunConfig, run_stress
+    from harness.runner import RECLAIM_MIX, RunConfig, run_stress, warm_up
+    warm = warm_up()
     rows = {}
     for capture in (False, True):
         r = run_stress(RunConfig(seconds=seconds, threads=threads, seed=seed, capture=capture,
-                                 reclaim_mix=reclaim_mix or dict(RECLAIM_MIX)))
-        tot = totals(r)
+                                 reclaim_mix=reclaim_mix or dict(RECLAIM_MIX)), warm_s=warm)
+        reraise_if_interrupted(r)
+        tot = r["totals"]
         rows["on" if capture else "off"] = {
             "high_order_success": tot["high_successes"] / max(1, tot["high_attempts"]),
             "high_attempts": tot["high_attempts"], "reclaims": tot["reclaims"],
-            "reclaim_success": tot["reclaim_success"],
+            "reclaim_success": tot["reclaim_success"] or 0.0,
             "captures_delivered": tot["captures_delivered"],
             "retry_successes": tot["retry_successes"],
             "captured_own_pages": tot["captured_own_pages"],
             "captured_other_pages": tot["captured_other_pages"],
             "captured_merged_free_pages": tot["captured_merged_free_pages"],
             "allocator_ops_per_s": tot["allocator_ops"] / r["duration_s"],
-            "by_order": tot["high_by_order"], "verdict": r["outcome"]}
+            "by_order": tot["high_by_order"], "verdict": r["verdict"]}
     return rows
 
 

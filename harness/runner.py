@@ -11,7 +11,6 @@ import os
 import platform
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 
 import numba
 import numpy as np
@@ -20,49 +19,25 @@ import psutil
 from harness import layout as L
 from harness.atomics import futex_wake
 from harness.clock import Clock
+from harness.config import ALLOC_MIX, DETECTORS, RECLAIM_MIX, RunConfig, repro_command, to_dict
 from harness.invariants import check_zone
 from harness.locks import L_ACQ, L_CLASS, L_CONT, L_WAIT_NS, L_OWNER
 from harness.rng import seed_state
 from harness import faults as F
 from harness import hierarchy as H
 from harness import lockdep
+from harness import race
+from harness import result as R
+from harness.signals import exit_status, signal_name
 from workers import common as W
 from workers.allocator import allocator_loop
 from workers.drain import drain_held, drain_pool
 from workers.reclaimer import BATCH_MAX, reclaimer_loop
 
-SCHEMA = "buddy-stress-report/1"
-ALLOC_MIX = {0: 60, 1: 20, 2: 10, 3: 9.5, 9: 0.5}
-RECLAIM_MIX = {4: 1, 5: 1, 6: 1, 7: 1, 8: 1, 9: 1, 10: 1}
-
-
-@dataclass
-class RunConfig:
-    threads: int = os.cpu_count() or 2
-    reclaimers: int = 1
-    seconds: float = 10.0
-    seed: int = 1
-    pages: int = 1 << 16
-    locking: str = "fine"
-    capture: bool = True
-    alloc_mix: dict = field(default_factory=lambda: dict(ALLOC_MIX))
-    reclaim_mix: dict = field(default_factory=lambda: dict(RECLAIM_MIX))
-    held: int = 2048                 # blocks an allocator holds at most
-    reclaimer_held: int = 4          # high-order blocks a reclaimer holds at most
-    cache_pct: int = 50              # % of freed order-0 pages that go to the page cache
-    pool_fraction: float = 0.85      # page-cache capacity as a fraction of the zone
-    batch_mul: int = 2               # a reclaim takes max(batch_min, batch_mul << order) pages
-    batch_min: int = 32
-    detectors: tuple = ("ownership", "poison", "invariants", "trace")
-    check_ms: int = 500              # quiescent invariant checks every this many ms (0: end only)
-    stall_s: float = 5.0             # watchdog: no heartbeat for this long is a hang
-    stop_on_violation: bool = True
-    lockdep: bool = False
-    fault: str = ""
-    chaos: float = 0.0
-
-
-DETECTORS = ("ownership", "poison", "invariants", "trace")
+__all__ = ["ALLOC_MIX", "DETECTORS", "RECLAIM_MIX", "Run", "RunConfig", "run_stress", "warm_up"]
+POLL_S = 0.005                  # the main thread's sampling period (watchdog resolution)
+LOCKDEP_POLL_S = 0.2
+LOCKDEP_STAMPS = False          # lockdep problems carry the stamp of the edge that made them
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
@@ -110,6 +85,7 @@ class Run:
         self.checks, self.check_violations = 0, []
         self.samples = []
         self.outcome = "completed"
+        self.interrupted_by = self.signal_exit = None
         self.unjoined, self.stalled, self.wait_for = [], [], None
         self.detected_s = {}            # detector -> seconds from start to its first finding
 
@@ -173,66 +149,87 @@ class Run:
         return lockdep.analyze(self.t, self.cfg.locking, lambda row: lock_name(self.sec, row))
 
     def execute(self):
-        """Run the workers to the end; returns wall seconds, CPU seconds."""
+        """Run the workers to the end; returns wall seconds, CPU seconds.
+
+        Whatever happens in the main thread (Ctrl-C, SIGTERM, a test timeout), the
+        workers are told to stop before this returns or raises: no thread outlives it
+        unless it is stuck in a lock wait, and then the watchdog's abort ends the wait.
+        """
         cfg = self.cfg
         threads = [threading.Thread(target=self._body, args=(i,), name=f"{self.role(i)}-{i}",
                                     daemon=True) for i in range(cfg.threads)]
         proc = psutil.Process()
         cpu0 = sum(proc.cpu_times()[:2])
-        t0 = self.t0 = time.monotonic()
+        self.t0 = time.monotonic()
         self.t0_ns = time.monotonic_ns()
         self.clock = Clock()
-        next_lockdep = t0 + 0.2
-        for th in threads:
-            th.start()
+        try:
+            for th in threads:
+                th.start()
+            self._watch(threads)
+        except KeyboardInterrupt as exc:
+            self.outcome = "interrupted"
+            self.interrupted_by = signal_name(exc)
+            self.signal_exit = exit_status(exc)
+        finally:
+            self._stop(threads)
+        wall = time.monotonic() - self.t0
+        cpu = sum(proc.cpu_times()[:2]) - cpu0
+        self.clock.stop()
+        return wall, cpu
+
+    def _watch(self, threads):
+        """The main thread's loop: sample, watchdog, lockdep, quiescent checks."""
+        cfg, t0 = self.cfg, self.t0
+        next_lockdep = t0 + LOCKDEP_POLL_S
         last_beat, last_change = self.heartbeats(), np.full(cfg.threads, t0)
         next_check = t0 + cfg.check_ms / 1000 if cfg.check_ms else float("inf")
         next_sample = t0 + 1.0
-
-        try:
-            while True:
-                now = time.monotonic()
-                alive = [th.is_alive() for th in threads]
-                if now - t0 >= cfg.seconds or self.sec.ctl[L.CTL_STOP] or not any(alive):
-                    break
-                beat = self.heartbeats()
-                moved = beat != last_beat
-                last_change[moved] = now
-                last_beat = beat
-                parked = self.t[:, L.T_STATE, L.T_PARKED] != 0
-                stuck = [i for i in range(cfg.threads)
-                         if alive[i] and not parked[i] and now - last_change[i] > cfg.stall_s]
-                if stuck:
-                    self.stalled = stuck
+        while True:
+            now = time.monotonic()
+            alive = [th.is_alive() for th in threads]
+            if now - t0 >= cfg.seconds or self.sec.ctl[L.CTL_STOP] or not any(alive):
+                return
+            beat = self.heartbeats()
+            moved = beat != last_beat
+            last_change[moved] = now
+            last_beat = beat
+            parked = self.t[:, L.T_STATE, L.T_PARKED] != 0
+            stuck = [i for i in range(cfg.threads)
+                     if alive[i] and not parked[i] and now - last_change[i] > cfg.stall_s]
+            if stuck:
+                self.stalled = stuck
+                self.outcome = "hang"
+                self.detected("watchdog")
+                return
+            if cfg.lockdep and now >= next_lockdep:
+                next_lockdep = now + LOCKDEP_POLL_S
+                if self.lockdep_problems():
+                    self.detected("lockdep")
+                    if cfg.stop_on_violation:
+                        return
+            if now >= next_check:
+                if not self.park_and_check(alive):
                     self.outcome = "hang"
+                    self.stalled = [i for i in range(cfg.threads) if alive[i] and
+                                    self.t[i, L.T_STATE, L.T_PARKED] != self.epoch]
                     self.detected("watchdog")
-                    break
-                if cfg.lockdep and now >= next_lockdep:
-                    next_lockdep = now + 0.2
-                    if self.lockdep_problems():
-                        self.detected("lockdep")
-                        if cfg.stop_on_violation:
-                            break
-                if now >= next_check:
-                    if not self.park_and_check(alive):
-                        self.outcome = "hang"
-                        self.stalled = [i for i in range(cfg.threads) if alive[i] and
-                                        self.t[i, L.T_STATE, L.T_PARKED] != self.epoch]
-                        self.detected("watchdog")
-                        break
-                    next_check = time.monotonic() + cfg.check_ms / 1000
-                if now >= next_sample:
-                    self.sample(now - t0)
-                    next_sample += 1.0
-                time.sleep(0.005)
-        except KeyboardInterrupt:
-            self.outcome = "interrupted"
+                    return
+                next_check = time.monotonic() + cfg.check_ms / 1000
+            if now >= next_sample:
+                self.sample(now - t0)
+                next_sample += 1.0
+            time.sleep(POLL_S)
+
+    def _stop(self, threads):
+        """Stop every worker; a thread that does not stop is a hang, ended by the abort."""
         self._ctl(L.CTL_STOP, 1)
         self._ctl(L.CTL_PARK, 0)
         if self.outcome != "hang":
-            deadline = time.monotonic() + min(cfg.stall_s, 2.0)
+            deadline = time.monotonic() + min(self.cfg.stall_s, 2.0)
             for th in threads:
-                th.join(timeout=max(0.0, deadline - time.monotonic()))
+                if th.ident is not None:
+                    th.join(timeout=max(0.0, deadline - time.monotonic()))
             if any(th.is_alive() for th in threads):     # stuck in a lock wait: a hang
                 self.outcome = "hang"
                 self.stalled = [i for i, th in enumerate(threads) if th.is_alive()]
@@ -241,12 +238,9 @@ class Run:
             self.wait_for = self.wait_for_graph()
             self._ctl(L.CTL_ABORT, 1)                  # every lock wait gives up now
             for th in threads:
-                th.join(timeout=2.0)
+                if th.ident is not None:
+                    th.join(timeout=2.0)
         self.unjoined = [th.name for th in threads if th.is_alive()]
-        wall = time.monotonic() - t0
-        cpu = sum(proc.cpu_times()[:2]) - cpu0
-        self.clock.stop()
-        return wall, cpu
 
     def sample(self, elapsed):
         c = self.t[:, L.T_COUNT0:L.T_COUNT0 + L.COUNT_ROWS].reshape(self.cfg.threads, -1)
@@ -324,7 +318,7 @@ def find_cycle(succ):
 def warm_up():
     """Compile or load every kernel a run uses, on a tiny zone; returns seconds taken."""
     t0 = time.perf_counter()
-    run = Run(RunConfig(threads=2, reclaimers=1, seconds=0, pages=1 << 10, check_ms=0))
+    run = Run(RunConfig(threads=2, reclaimers=1, seconds=1, pages=1 << 10, check_ms=0))
     run.sec.ctl[L.CTL_STOP] = 1
     Clock()
     run._body(0)
@@ -334,16 +328,21 @@ def warm_up():
     return time.perf_counter() - t0
 
 
-def run_stress(cfg: RunConfig, progress=None):
-    """Run one stress test; returns the result dict (counts only, no verdict)."""
-    warm = warm_up()
+def run_stress(cfg: RunConfig, progress=None, warm_s=None):
+    """The one way to run: warm up (unless `warm_s` says it was done), run, collect, grade.
+
+    Returns the finalized result dict (harness.result), verdict included.
+    """
+    if warm_s is None:
+        warm_s = warm_up()
     run = Run(cfg, progress)
     wall, cpu = run.execute()
     end = run.finish()
-    return collect(run, wall, cpu, warm, end)
+    return R.finalize(collect(run, wall, cpu, warm_s, end))
 
 
 def collect(run, wall, cpu, warm, end):
+    """The counts of a finished run, in the saved schema (no verdict: see result.finalize)."""
     cfg, t, sec = run.cfg, run.t, run.sec
     threads = []
     for i in range(cfg.threads):
@@ -362,9 +361,16 @@ def collect(run, wall, cpu, warm, end):
         per_class[name] = {"locks": int(sel.sum()), "acquisitions": int(locks[sel, L_ACQ].sum()),
                            "contended": int(locks[sel, L_CONT].sum()),
                            "wait_ms": round(float(locks[sel, L_WAIT_NS].sum()) / 1e6, 3)}
+    events = all_events(run)
+    violations = worker_violations(run)
+    for v in violations:
+        v["race"] = race.explain(v, events)
+    lockdep_analysis = run.lockdep_analysis() if cfg.lockdep else None
+    tot = R.totals(threads, wall)
     return {
-        "schema": SCHEMA,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "schema": R.SCHEMA, "version": R.VERSION, "kind": "stress",
+        "config": to_dict(cfg),
+        "command": repro_command(cfg),
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                     "numba": numba.__version__, "numpy": np.__version__,
                     "platform": platform.platform()},
@@ -374,32 +380,73 @@ def collect(run, wall, cpu, warm, end):
         "cpu_s": round(cpu, 3),
         "parallelism": round(cpu / wall, 3) if wall > 0 else 0.0,
         "outcome": run.outcome,
+        "interrupted_by": run.interrupted_by,
+        "signal_exit": run.signal_exit,
+        "totals": tot,
         "threads": threads,
         "locks": per_class,
         "checks": run.checks,
         "samples": run.samples,
-        "worker_violations": worker_violations(run),
+        "worker_violations": violations,
         "invariant_violations": run.check_violations + [dict(v, detector="invariants", epoch="final")
                                                         for v in end["final_check"]],
         "end": {k: v for k, v in end.items() if k != "final_check"},
         "stalled_threads": run.stalled,
         "wait_for": run.wait_for,
         "unjoined_threads": run.unjoined,
-        "traces": flight_records(run),
-        "lockdep": run.lockdep_analysis() if cfg.lockdep else None,
-        "detection_s": detection_times(run),
+        "traces": flight_records(run, events),
+        "lockdep": lockdep_analysis,
+        "detection_s": detection_times(run, violations, lockdep_analysis),
+        "detection_resolution_s": detection_resolution(cfg),
         "chaos_hits": int(t[:, L.T_AUX, L.A_CHAOS_HITS].sum()),
+        "warnings": warnings(cfg, run, tot, per_class, wall, cpu),
     }
 
 
-def detection_times(run):
-    """Seconds from the start to the first finding of each detector that found something."""
+def detection_times(run, violations, analysis):
+    """Seconds from the start to the first finding of each detector that found something.
+
+    Worker findings and lockdep problems carry the cycle-counter stamp of the moment
+    they happened (exact); quiescent checks and the watchdog are timed where they fire
+    (see detection_resolution).  A finding with no time is left out, never guessed.
+    """
     out = dict(run.detected_s)
-    for v in worker_violations(run):
-        s = round((v["ns"] - run.t0_ns) / 1e9, 4)
-        out[v["detector"]] = min(out.get(v["detector"], s), s)
-    if run.cfg.lockdep and "lockdep" not in out and run.lockdep_problems():
-        out["lockdep"] = round(time.monotonic() - run.t0, 4)
+    exact = {}
+    stamped = [(v["detector"], v["ns"]) for v in violations]
+    stamped += [("lockdep", run.clock.ns(p["stamp"]))
+                for p in (analysis or {}).get("problems", []) if p.get("stamp")]
+    for detector, ns in stamped:
+        s = round((ns - run.t0_ns) / 1e9, 6)
+        exact[detector] = min(exact.get(detector, s), s)
+    for detector, s in exact.items():   # a stamp beats the polled time of the same finding
+        out[detector] = s if detector == "lockdep" else min(out.get(detector, s), s)
+    return out
+
+
+def detection_resolution(cfg):
+    """How precisely each detector's time to detection is known, in seconds."""
+    return {"ownership": 0.0, "poison": 0.0, "lockdep": 0.0 if LOCKDEP_STAMPS else LOCKDEP_POLL_S,
+            "invariants": cfg.check_ms / 1000 if cfg.check_ms else None,
+            "watchdog": POLL_S}
+
+
+def warnings(cfg, run, tot, locks, wall, cpu):
+    """Things that make a CLEAN verdict weaker than it looks: paths never exercised."""
+    out = []
+    if cfg.reclaimers and run.outcome == "completed" and tot["reclaims"] == 0:
+        out.append(f"the reclaimers never had to reclaim in {wall:.1f} s on {cfg.pages} pages:"
+                   " every high-order allocation succeeded directly, so reclaim and capture"
+                   " were not exercised (use fewer --pages or more --seconds)")
+    elif cfg.reclaimers and cfg.capture and tot["reclaims"] and not tot["captured_other_pages"] \
+            and cfg.threads > cfg.reclaimers:
+        out.append("no page was captured from another thread's free: the capture race window"
+                   " was not reached")
+    if cfg.threads > 1 and wall > 0.5 and cpu / wall < 1.2 and (os.cpu_count() or 1) > 1:
+        out.append(f"threads barely overlapped (parallelism {cpu / wall:.2f}): the machine may"
+                   " be busy, and races are less likely to show")
+    contended = sum(c["contended"] for c in locks.values())
+    if cfg.threads > 1 and run.outcome == "completed" and wall > 0.5 and contended == 0:
+        out.append("no lock acquisition was contended: the threads never raced for a lock")
     return out
 
 
@@ -420,9 +467,8 @@ def worker_violations(run):
     return out
 
 
-def flight_records(run, limit=40):
-    """Each thread's ring merged in time order, kept to events on the pfns of violations
-    (for a hang: the last events of the stuck threads)."""
+def all_events(run):
+    """Every thread's flight-recorder ring, merged in time order (ns on the monotonic clock)."""
     from harness.zone import OP_NAMES
     events = []
     for i in range(run.cfg.threads):
@@ -434,15 +480,18 @@ def flight_records(run, limit=40):
                            "pfn": int(row[1]), "order": int(row[2]),
                            "ns": run.clock.ns(int(row[3]))})
     events.sort(key=lambda e: e["ns"])
+    return events
+
+
+def flight_records(run, events, limit=40):
+    """The merged events kept for the report: those on the pages of violations (for a
+    hang: the last events of the stuck threads)."""
     if run.outcome == "hang":
         stuck = set(run.stalled)
         return [e for e in events if e["thread"] in stuck][-limit:]
     spans = [(v["pfn"], v["pfn"] + (1 << v["order"])) for v in worker_violations(run)]
     for v in run.check_violations:
-        if v.get("pfn", -1) >= 0 and v["kind"] not in ("list_count", "conservation"):
-            spans.append((v["pfn"], v["pfn"] + 1))
-        if v.get("kind") == "unmerged_buddies":
-            spans.append((v["a"], v["a"] + 1))
+        spans += [(p, p + 1) for p in violation_pfns(v)]
     if not spans:
         return []
 
@@ -453,3 +502,13 @@ def flight_records(run, limit=40):
         return any(lo < b and a < hi for a, b in spans)
 
     return [e for e in events if touches(e)][-limit:]
+
+
+def violation_pfns(v):
+    """The pages an invariant violation names."""
+    if v["kind"] in ("list_count", "conservation", "truncated"):
+        return []
+    out = [v["pfn"]] if v.get("pfn", -1) >= 0 else []
+    if v["kind"] == "unmerged_buddies":
+        out.append(v["a"])
+    return out

@@ -1,35 +1,55 @@
-"""Grading: a pure function from a saved result to a verdict and an exit status.
+"""Grading: a pure function from a result's counts to a verdict and an exit status.
 
 Declared outcomes (the jcstress way): CLEAN is the only acceptable one; any
 violation, lock-order problem or hang is forbidden; an interrupted run is
-inconclusive whatever it saw so far.
+inconclusive whatever it saw so far.  Nothing here changes the result it reads.
 """
 
-EXIT_CLEAN, EXIT_VIOLATION, EXIT_USAGE, EXIT_HANG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CLEAN, EXIT_VIOLATION, EXIT_USAGE, EXIT_HANG, EXIT_WRITE = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130          # SIGINT; SIGTERM and SIGHUP give 128 + their number
+
+
+def findings(result):
+    """Every finding as (group key, text), in detection order (empty for a clean run)."""
+    out = []
+    for v in result["worker_violations"]:
+        out.append(((v["detector"], v["kind"]),
+                    f"{v['detector']}: {v['kind']} at pfn {v['pfn']} (order {v['order']},"
+                    f" page {v['page']}, thread {v['thread']})"))
+    for v in result["invariant_violations"]:
+        out.append((("invariants", v["kind"]), f"invariants: {v['kind']}: {v['message']}"))
+    end = result["end"]
+    if end.get("drain_rejected"):
+        out.append((("drain", "rejected"),
+                    f"drain: the zone rejected {end['drain_rejected']} frees of blocks we held"))
+    if end.get("fresh_after_drain") is False:
+        out.append((("drain", "not_fresh"), "drain: after giving everything back the zone is"
+                    " not all order-10 blocks"))
+    lockdep = result.get("lockdep") or {}
+    for p in lockdep.get("problems", []):
+        out.append((("lockdep", p["kind"], p["summary"]), f"lockdep: {p['kind']}: {p['summary']}"))
+    if result["outcome"] == "hang":
+        out.append((("watchdog",), f"watchdog: no progress from threads"
+                    f" {result['stalled_threads']}"))
+    return out
 
 
 def problems(result):
-    """Every finding of a result, as short strings (empty for a clean run)."""
-    out = [f"{v['detector']}: {v['kind']} at pfn {v['pfn']}" for v in result["worker_violations"]]
-    out += [f"invariants: {v['kind']}: {v['message']}" for v in result["invariant_violations"]]
-    end = result["end"]
-    if end.get("drain_rejected"):
-        out.append(f"drain: the zone rejected {end['drain_rejected']} frees of blocks we held")
-    if end.get("fresh_after_drain") is False:
-        out.append("drain: after giving everything back the zone is not all order-10 blocks")
-    lockdep = result.get("lockdep") or {}
-    out += [f"lockdep: {p['kind']}: {p['summary']}" for p in lockdep.get("problems", [])]
-    if result["outcome"] == "hang":
-        out.append(f"watchdog: no progress from threads {result['stalled_threads']}")
-    return out
+    """Findings grouped by detector and kind: the first of each group, with a count."""
+    groups = {}
+    for key, text in findings(result):
+        first, n = groups.get(key, (text, 0))
+        groups[key] = (first, n + 1)
+    return [first if n == 1 else f"{first} [and {n - 1} more like it]"
+            for first, n in groups.values()]
 
 
 def grade(result):
     """(verdict word, exit status) of a result dict."""
     if result["outcome"] == "interrupted":
-        return "INTERRUPTED", EXIT_INTERRUPTED
+        return "INTERRUPTED", result.get("signal_exit") or EXIT_INTERRUPTED
     if result["outcome"] == "hang":
         return "HANG", EXIT_HANG
-    if problems(result):
+    if findings(result):
         return "VIOLATIONS", EXIT_VIOLATION
     return "CLEAN", EXIT_CLEAN

@@ -1,0 +1,51 @@
+"""Both sides of a page race, from the merged flight recorder.
+
+A page violation names one thread and one page.  The other side is the
+latest operation of another thread on a block that covers the same page:
+e.g. "thread 1 allocated order-2 block 50144, then thread 0 allocated
+order-6 block 50112 that covers it", the way KCSAN and TSan name both
+accesses of a race.
+"""
+
+VERBS = {"alloc": "allocated", "free": "freed", "free-capture": "freed into its capture list",
+         "capture_finish": "took from its capture list", "captured-other": "freed (captured)"}
+
+
+def covers(event, page):
+    if event["pfn"] < 0 or event["op"] == "capture_start":
+        return False
+    return event["pfn"] <= page < event["pfn"] + (1 << max(0, event["order"]))
+
+
+def describe(e, t0):
+    return (f"thread {e['thread']} {VERBS.get(e['op'], e['op'])} order-{e['order']} block"
+            f" {e['pfn']} at +{(e['ns'] - t0) / 1000:.1f} us")
+
+
+def explain(v, events):
+    """{"this", "other", "text"} for violation `v`, or None when the recorder has no other side.
+
+    `events` are all threads' events in time order; `v` has thread, page, ns and,
+    for ownership kinds, `found` = the other owner's thread slot.
+    """
+    page, me = v["page"], v["thread"]
+    mine = [e for e in events if e["thread"] == me and covers(e, page) and e["ns"] <= v["ns"]]
+    this = mine[-1] if mine else None
+    until = this["ns"] if this else v["ns"]
+    others = [e for e in events if e["thread"] != me and covers(e, page)]
+    before = [e for e in others if e["ns"] <= until]
+    if v.get("detector") == "ownership" and before:
+        named = [e for e in before if e["thread"] == v.get("found")]
+        before = named or before
+    other = before[-1] if before else (others[0] if others else None)
+    if other is None:
+        return None
+    t0 = min(e["ns"] for e in (this, other) if e)
+    if this is None:
+        text = f"{describe(other, t0)}; thread {me} then found page {page} in the wrong state"
+    else:
+        first, second = sorted((this, other), key=lambda e: e["ns"])
+        relation = "covers it" if second["order"] >= first["order"] else "lies inside it"
+        text = f"{describe(first, t0)}, then {describe(second, t0)}, which {relation}" \
+               f" (page {page})"
+    return {"this": this, "other": other, "text": text}
