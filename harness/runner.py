@@ -86,6 +86,7 @@ class Run:
         self.samples = []
         self.outcome = "completed"
         self.interrupted_by = self.signal_exit = None
+        self.ended_by = None            # time, violation, hang, interrupted, workers exited
         self.unjoined, self.stalled, self.wait_for = [], [], None
         self.detected_s = {}            # detector -> seconds from start to its first finding
 
@@ -168,7 +169,7 @@ class Run:
                 th.start()
             self._watch(threads)
         except KeyboardInterrupt as exc:
-            self.outcome = "interrupted"
+            self.outcome = self.ended_by = "interrupted"
             self.interrupted_by = signal_name(exc)
             self.signal_exit = exit_status(exc)
         finally:
@@ -188,7 +189,11 @@ class Run:
         while True:
             now = time.monotonic()
             alive = [th.is_alive() for th in threads]
-            if now - t0 >= cfg.seconds or self.sec.ctl[L.CTL_STOP] or not any(alive):
+            if now - t0 >= cfg.seconds:
+                self.ended_by = "time"
+                return
+            if self.sec.ctl[L.CTL_STOP] or not any(alive):
+                self.ended_by = "violation" if self.sec.ctl[L.CTL_STOP] else "workers exited"
                 return
             beat = self.heartbeats()
             moved = beat != last_beat
@@ -207,6 +212,7 @@ class Run:
                 if self.lockdep_problems():
                     self.detected("lockdep")
                     if cfg.stop_on_violation:
+                        self.ended_by = "violation"
                         return
             if now >= next_check:
                 if not self.park_and_check(alive):
@@ -235,6 +241,7 @@ class Run:
                 self.stalled = [i for i, th in enumerate(threads) if th.is_alive()]
                 self.detected("watchdog")
         if self.outcome == "hang":
+            self.ended_by = "hang"
             self.wait_for = self.wait_for_graph()
             self._ctl(L.CTL_ABORT, 1)                  # every lock wait gives up now
             for th in threads:
@@ -380,6 +387,7 @@ def collect(run, wall, cpu, warm, end):
         "cpu_s": round(cpu, 3),
         "parallelism": round(cpu / wall, 3) if wall > 0 else 0.0,
         "outcome": run.outcome,
+        "ended_by": run.ended_by,
         "interrupted_by": run.interrupted_by,
         "signal_exit": run.signal_exit,
         "totals": tot,

@@ -125,13 +125,15 @@ def test_json_prints_the_result(json_run):
     assert result["config"]["seed"] == 5
     assert result["config"]["threads"] == 2 and result["config"]["pages"] == 8192
     assert err == ""                      # --json is quiet: no progress lines
-    assert os.path.exists(result["report_path"])
-    assert os.path.dirname(result["report_path"]) == str(folder)
+    saved = glob.glob(os.path.join(str(folder), "stress-*.json"))
+    assert len(saved) == 1
+    with open(saved[0]) as f:
+        assert f.read() == out            # --json prints exactly what is saved
 
 
 def test_report_rerenders_a_saved_report(json_run, capsys):
-    _, out, _, _ = json_run
-    path = json.loads(out)["report_path"]
+    _, _, _, folder = json_run
+    path = glob.glob(os.path.join(str(folder), "stress-*.json"))[0]
     status = main(["report", path])
     text, err = capsys.readouterr()
     assert status == 0, err
@@ -148,6 +150,7 @@ GARBAGE = {
     "json list": "[1, 2, 3]",
     "json null": "null",
     "json object without fields": '{"verdict": "CLEAN"}',
+    "NaN inside": '{"schema": "buddy-stress-report", "version": 2, "duration_s": NaN}',
 }
 
 
