@@ -20,7 +20,7 @@ import psutil
 from harness import layout as L
 from harness.atomics import futex_wake
 from harness.clock import Clock
-from harness.invariants import check_zone
+from harness.invariants import check_zone, pages_of
 from harness.locks import L_ACQ, L_CLASS, L_CONT, L_WAIT_NS, L_OWNER
 from harness.rng import seed_state
 from harness import faults as F
@@ -438,11 +438,7 @@ def flight_records(run, limit=40):
         stuck = set(run.stalled)
         return [e for e in events if e["thread"] in stuck][-limit:]
     spans = [(v["pfn"], v["pfn"] + (1 << v["order"])) for v in worker_violations(run)]
-    for v in run.check_violations:
-        if v.get("pfn", -1) >= 0 and v["kind"] not in ("list_count", "conservation"):
-            spans.append((v["pfn"], v["pfn"] + 1))
-        if v.get("kind") == "unmerged_buddies":
-            spans.append((v["a"], v["a"] + 1))
+    spans += [(p, p + 1) for v in run.check_violations for p in pages_of(v)]
     if not spans:
         return []
 
