@@ -20,7 +20,7 @@ from harness import layout as L
 from harness.atomics import futex_wake
 from harness.clock import Clock
 from harness.config import ALLOC_MIX, DETECTORS, RECLAIM_MIX, RunConfig, repro_command, to_dict
-from harness.invariants import check_zone
+from harness.invariants import check_zone, pages_of
 from harness.locks import L_ACQ, L_CLASS, L_CONT, L_WAIT_NS, L_OWNER
 from harness.rng import seed_state
 from harness import faults as F
@@ -498,8 +498,7 @@ def flight_records(run, events, limit=40):
         stuck = set(run.stalled)
         return [e for e in events if e["thread"] in stuck][-limit:]
     spans = [(v["pfn"], v["pfn"] + (1 << v["order"])) for v in worker_violations(run)]
-    for v in run.check_violations:
-        spans += [(p, p + 1) for p in violation_pfns(v)]
+    spans += [(p, p + 1) for v in run.check_violations for p in pages_of(v)]
     if not spans:
         return []
 
@@ -510,13 +509,3 @@ def flight_records(run, events, limit=40):
         return any(lo < b and a < hi for a, b in spans)
 
     return [e for e in events if touches(e)][-limit:]
-
-
-def violation_pfns(v):
-    """The pages an invariant violation names."""
-    if v["kind"] in ("list_count", "conservation", "truncated"):
-        return []
-    out = [v["pfn"]] if v.get("pfn", -1) >= 0 else []
-    if v["kind"] == "unmerged_buddies":
-        out.append(v["a"])
-    return out

@@ -221,8 +221,8 @@ def test_corrupt_free_list_count_is_an_invariant_violation():
     assert counts, result["invariant_violations"]
     v = counts[0]
     assert v["detector"] == "invariants"
-    assert v["a"] == L.TOP                         # which list
-    assert v["b"] == v["pfn"] + 1                  # its count is one more than its length
+    assert v["list"] == L.TOP                      # which list
+    assert v["counted"] == v["walked"] + 1         # its count is one more than its length
     assert v["epoch"] != "final"                   # found by a periodic check, not only at the end
     assert result["worker_violations"] == []
     assert result["end"]["fresh_after_drain"] is None     # no drain after a violation
