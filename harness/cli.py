@@ -235,6 +235,7 @@ def cmd_lockorder(args):
             if not args.json:
                 print(f"{scheme}: skipped ({err})\n")
             continue
+        _say(args.json)(f"lockorder: checking the {scheme} scheme for {args.seconds:g} s...")
         result = run_stress(cfg, warm_s=warm)
         analysis = result["lockdep"]
         out[scheme] = {"outcome": result["outcome"], "verdict": result["verdict"], **analysis}

@@ -103,7 +103,7 @@ def prepare_dir(folder):
         fd, probe = tempfile.mkstemp(dir=folder, prefix=f".tmp-{os.getpid()}-", suffix=".probe")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(b"\0" * 4096)
+                f.write(b"\0" * 1024)
                 f.flush()
                 os.fsync(f.fileno())
         finally:

@@ -20,6 +20,7 @@ import pytest
 
 from harness import faults as F
 from harness.campaign import CLEAN, DETECTORS, trial
+from harness.config import RunConfig
 from harness.runner import warm_up
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +33,14 @@ SEEDS = (1, 2, 3)
 def warmed():
     """Compile (or load from the cache) every kernel once, before any timed run."""
     return warm_up()
+
+
+def run_trial(name, seed, budget, chaos, threads=2, pages=16384):
+    """One campaign trial of fault `name` (or CLEAN), as `python -m harness faults` runs it."""
+    cfg = RunConfig(threads=threads, reclaimers=1, seconds=budget, seed=seed, pages=pages,
+                    lockdep=True, fault="" if name == CLEAN else name, chaos=chaos,
+                    check_ms=50, stall_s=2.0)
+    return trial(cfg, warm_s=0.0)
 
 
 def attempts(fault):
@@ -54,7 +63,7 @@ def test_catalogue_is_well_formed():
 def test_fault_is_caught_by_a_declared_detector(fault, warmed):
     tried = []
     for seed, chaos in attempts(fault):
-        r = trial(fault.name, seed, budget=BUDGET, chaos=chaos, threads=2, pages=16384)
+        r = run_trial(fault.name, seed, budget=BUDGET, chaos=chaos)
         tried.append({k: r[k] for k in ("seed", "chaos", "verdict", "detectors", "ttd_s",
                                         "problems")})
         if r["detected"] and set(r["detectors"]) & set(fault.detectors):
@@ -69,7 +78,7 @@ def test_fault_is_caught_by_a_declared_detector(fault, warmed):
 def test_capture_audit_catches_a_free_that_ignores_its_captured_buddy(warmed):
     """The damage of ignore-captured-buddy lives only while a list is open; the
     reclaimer's audit before capture_finish sees it there, with no chaos."""
-    r = trial("ignore-captured-buddy", 1, budget=8, chaos=0.0, threads=2, pages=16384)
+    r = run_trial("ignore-captured-buddy", 1, budget=8, chaos=0.0)
     assert r["verdict"] == "VIOLATIONS", r
     assert any("captured_block_beside_free_buddy" in p for p in r["problems"]), r["problems"]
 
@@ -77,7 +86,7 @@ def test_capture_audit_catches_a_free_that_ignores_its_captured_buddy(warmed):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("chaos", [0.0, CHAOS], ids=["plain", "chaos"])
 def test_clean_control_is_never_flagged(chaos, warmed):
-    r = trial(CLEAN, 1, budget=3, chaos=chaos, threads=2, pages=16384)
+    r = run_trial(CLEAN, 1, budget=3, chaos=chaos)
     assert r["verdict"] == "CLEAN", r["problems"]
     assert not r["detected"]
     assert r["detectors"] == [] and r["ttd_s"] is None
