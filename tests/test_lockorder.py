@@ -408,12 +408,14 @@ def test_cli_lockorder_clean_exits_0(warmed):
 
 
 @pytest.mark.timeout(180)
-def test_cli_lockorder_with_a_fault_exits_1(warmed):
+def test_cli_lockorder_with_a_fault_exits_1_or_3_when_it_deadlocked(warmed):
     proc = harness("lockorder", "--seconds", "1", "--fault", "area-then-block")
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "fine: PROBLEMS" in proc.stdout
+    hung = "fine: HANG" in proc.stdout
+    assert proc.returncode == (3 if hung else 1), proc.stdout + proc.stderr
+    assert hung or "fine: PROBLEMS" in proc.stdout
     assert "possible circular locking dependency" in proc.stdout
-    assert "zone: OK" in proc.stdout              # the zone scheme has no inner locks
+    # the zone scheme has no inner locks: the fault is skipped there, or has no effect
+    assert "zone: OK" in proc.stdout or "zone: skipped" in proc.stdout
     assert "Traceback" not in proc.stderr
 
 
