@@ -69,9 +69,9 @@ ZONE_ROWS = (
     ("pages", "pages", PAGE_FIELDS, "struct page, row == pfn"),
     ("lists", "11 + ncap", LIST_FIELDS, "free lists 0..10, then the capture lists"),
     ("locks", "1 + blocks + ncap + 11 + 1", LOCK_FIELDS,
-     "zone, one per order-10 block, per capture list, per free-list order, the page-cache pool"),
-    ("lockdep", 1, LOCKDEP_FIELDS, "the run's declared lock-order edges (harness.hierarchy)"),
-    ("ctl", 1, CTL_FIELDS, "run-wide control words, written by the runner (and lockdep)"),
+     "zone, blocks, capture lists, areas, pool"),
+    ("lockdep", 1, LOCKDEP_FIELDS, "declared lock-order edges (hierarchy)"),
+    ("ctl", 1, CTL_FIELDS, "control words: runner, lockdep"),
     ("meta", 1, META_FIELDS, "geometry and scheme, fixed at construction"),
     ("flags", 1, FLAG_FIELDS, "detectors, fault and chaos, fixed during a run"),
 )
@@ -139,11 +139,11 @@ THREAD_ROWS = (
     ("state", 1, STATE_FIELDS, "waiting-for lock row + 1, heartbeat, ring position, ..."),
     ("held", 1, ("lock row",) * MAX_HELD, "lockdep's held-lock stack"),
     ("edge", H.NCLASSES, H.CLASS_NAMES,
-     "lockdep, row = held class, column = taken class: first site + 1"),
+     "lockdep: [held class, taken class] = first site + 1"),
     ("edge_stamp", H.NCLASSES, H.CLASS_NAMES,
-     "lockdep, row = held class, column = taken class: cycle counter when first made"),
-    ("aux", 1, AUX_FIELDS, "chaos RNG and hits, abort mark, lockdep's sleep/unlock records"),
-    ("capstat", 1, CAPSTAT_FIELDS, "statistics of the last capture list this thread finished"),
+     "lockdep: [held class, taken class] = its first stamp"),
+    ("aux", 1, AUX_FIELDS, "chaos RNG, abort mark, lockdep's sleep/unlock records"),
+    ("capstat", 1, CAPSTAT_FIELDS, "the last finished capture list's statistics"),
     ("count", COUNT_ROWS, ("counter",) * W, "worker counters (workers.counters)"),
     ("viol", VIOL_ROWS, ("violation field",) * W, "first violations found (workers.detectors)"),
     ("ring", RING // RING_PER_ROW, RING_FIELDS * RING_PER_ROW,
@@ -169,16 +169,23 @@ assert T_AUX - T_EDGE_STAMP0 == H.NCLASSES, "one lockdep edge-stamp row per lock
 
 def render_layout():
     """The layout part of the module docstring, rendered from the row tables."""
-    out = ["Zone table `z`, shape (rows, 8), shared by all threads (top to bottom):", ""]
-    for name, n, fields, what in ZONE_ROWS:
-        out.append(f"    {name:<8} {str(n):<28} {what}")
-        out.append(f"    {'':<8} {'':<28} fields: {', '.join(fields)}")
-    out += ["", "Thread table `t`, shape (threads, T_ROWS, 8); slot `me` is written only by "
-            "its own thread:", ""]
-    for name, n, fields, what in THREAD_ROWS:
+    from textwrap import wrap
+
+    def fields(names):
+        names = list(dict.fromkeys(names))
+        return wrap("fields: " + ", ".join(names), 96, initial_indent=" " * 8,
+                    subsequent_indent=" " * 16) if len(names) > 1 or names[0] != "counter" else []
+
+    out = ["Zone table `z`, shape (rows, 8), shared by all threads, top to bottom (rows):", ""]
+    for name, n, names, what in ZONE_ROWS:
+        out.append(f"    {name:<8} {str(n):<26} {what}")
+        out += fields(names)
+    out += ["", "Thread table `t`, shape (threads, T_ROWS, 8); slot `me` is written only by",
+            "its own thread, so harness bookkeeping never races:", ""]
+    for name, n, names, what in THREAD_ROWS:
         out.append(f"    {name:<10} rows {_T[name]:>3} .. {_T[name] + n - 1:<4} {what}")
-        if len(set(fields)) > 1:
-            out.append(f"    {'':<10} {'':<15} fields: {', '.join(dict.fromkeys(fields))}")
+        if len(set(names)) > 1:
+            out += fields(names)
     out.append(f"    ({T_ROWS} rows a thread)")
     return "\n".join(out)
 

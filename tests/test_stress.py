@@ -18,7 +18,7 @@ from harness.report import save, summary
 from harness.rng import seed_state
 from harness.runner import SCHEMA, Run, RunConfig, collect, run_stress, warm_up
 from harness.verdict import grade, problems
-from workers.common import POISON
+from workers.detectors import POISON
 
 pytestmark = pytest.mark.timeout(300)      # a cold JIT compile alone can take ~40 s
 
