@@ -27,7 +27,7 @@ class Fault:
     name: str
     what: str            # the mistake
     goes_wrong: str      # what it breaks
-    detectors: tuple     # any of these must catch it: ownership, poison, invariants, lockdep, watchdog
+    detectors: tuple     # any one must catch it: ownership, poison, invariants, lockdep, watchdog
     narrow: bool         # a narrow race window: delay injection (--chaos) should help
     schemes: tuple       # locking schemes in which the fault has an effect: "fine", "zone"
 

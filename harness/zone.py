@@ -8,8 +8,9 @@ Two buddies of equal order that are both FREE (or captured) merge into one
 block of order O + 1 at B & buddy; all merges stay inside one order-10 block.
 
 Lists.  Lists 0..10 are the free lists (areas) of each order; lists 11.. are
-capture lists; each has one row of the zone table (`lrow`).  Lists are doubly linked through the heads' NEXT/PREV
-and LIFO: blocks are pushed at, and allocation pops, the head.
+capture lists; each has one row of the zone table (`lrow`).  Lists are doubly
+linked through the heads' NEXT/PREV and LIFO: blocks are pushed at, and
+allocation pops, the head.
 
 Locking (see harness.hierarchy).  Fine scheme: a head's STATE/ORDER/LIST/OWNER
 are guarded by the lock of its order-10 block; a list's links, head and count
@@ -50,7 +51,7 @@ NONE, ABORTED, EINVAL = -1, -2, -3
 # Every kernel that takes a lock returns ABORTED as soon as a lock wait is aborted
 # (harness.lockverbs): an aborted thread releases nothing, so there is nothing to undo.
 
-# ---------------------------------------------------------------- allocator kernels: the entry points
+# ---------------------------------------------------------------- the entry points
 
 @njit(nogil=True, cache=True, _nrt=False)
 def alloc_block(z, t, me, order):
@@ -65,7 +66,7 @@ def alloc_block(z, t, me, order):
     unlock_early = fault(z, F.FAULT_EARLY_UNLOCK)
     k = order
     while k <= TOP:
-        if z[lrow(z, k), LS_COUNT] == 0:        # a racy hint in the fine scheme, exact in the zone one
+        if z[lrow(z, k), LS_COUNT] == 0:        # a racy hint (fine scheme), exact (zone scheme)
             k += 1
             continue
         alk = area_lock(z, k)
@@ -149,7 +150,7 @@ def free_block(z, t, me, pfn, order, target):
 
 @njit(nogil=True, cache=True, _nrt=False)
 def capture_start(z, t, me, wanted):
-    """Open an empty capture list for a block of order `wanted`; its list row, or NONE if all busy."""
+    """Open an empty capture list for a block of order `wanted`: its list row, NONE if all busy."""
     if not zone_enter(z, t, me):
         return ABORTED
     for lst in range(NAREAS, NAREAS + z[meta_row(z), M_NCAP]):

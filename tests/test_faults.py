@@ -57,7 +57,8 @@ def fault_seams():
     for folder in ("harness", "workers"):
         for path in sorted(glob.glob(os.path.join(ROOT, folder, "*.py"))):
             tree = ast.parse(open(path).read(), path)
-            parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+            parents = {child: node for node in ast.walk(tree)
+                       for child in ast.iter_child_nodes(node)}
             for node in ast.walk(tree):
                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "fault" \
                         and len(node.args) == 2:
