@@ -19,8 +19,10 @@ from harness.baseline import PyZone
 from harness.locks import L_ACQ, L_CONT
 from harness.rng import seed_state
 from harness.signals import reraise_if_interrupted
-from workers import common as W
 from workers.allocator import allocator_loop
+from workers.config import worker_config
+from workers.counters import C_OPS
+from workers.pagecache import new_pool
 
 MIX = {0: 60, 1: 20, 2: 10, 3: 9.5, 9: 0.5}     # percent; "mostly 0-3, occasional order 9"
 HELD = 256
@@ -48,10 +50,10 @@ def run_numba(scheme, nthreads, seconds, seed=1):
     th = L.new_thread_table(nthreads)
     for t in range(nthreads):
         th[t, L.T_STATE, L.T_RNG] = seed_state(seed, t)
-    cfg = np.zeros(W.CFG_FIELDS, np.int64)
-    cfg[W.CFG_CDF0:W.CFG_CDF0 + L.MAX_ORDER] = W.order_cdf(MIX)
-    cfg[W.CFG_HELD] = HELD                      # and CFG_CACHE_PCT 0: no page cache
-    pool = np.zeros(W.POOL_RING, np.int64)
+    from harness.config import RunConfig
+    cfg = worker_config(RunConfig(threads=nthreads, alloc_mix=MIX, held=HELD,
+                                  cache_pct=0))          # no page cache
+    pool = new_pool(1)
     threads = [threading.Thread(target=allocator_loop,
                                 args=(z, th, t, pool, np.zeros((HELD, 3), np.int64), cfg))
                for t in range(nthreads)]
@@ -60,7 +62,7 @@ def run_numba(scheme, nthreads, seconds, seed=1):
         z[L.ctl_row_py(z), L.CTL_STOP] = 1
 
     wall = run_threads(threads, seconds, stop)
-    per_thread = th[:, L.T_COUNT0, W.C_OPS]
+    per_thread = th[:, L.T_COUNT0, C_OPS]
     locks = L.Sections(z).locks
     acq, cont = int(locks[:, L_ACQ].sum()), int(locks[:, L_CONT].sum())
     return {"ops_per_s": int(per_thread.sum()) / wall, "ops": int(per_thread.sum()),

@@ -65,7 +65,7 @@ class RunConfig:
                               f" ({self.threads})")
         if self.fault:
             from harness.faults import BY_NAME
-            where = getattr(BY_NAME[self.fault], "schemes", ("fine", "zone"))
+            where = BY_NAME[self.fault].schemes
             if self.locking not in where:
                 raise ConfigError(f"--fault {self.fault} has no effect under --locking"
                                   f" {self.locking} (it acts in: {', '.join(where)})")

@@ -1,13 +1,19 @@
 """Seeded faults: small, realistic locking mistakes on the coalescing and capture paths.
 
-Each fault is data here plus one short branch at its site in harness.zone
-(`if fault(z, FAULT_X)`), never a copy of a kernel.  Each declares the
+Each fault is data here plus one named seam at exactly one site in the kernels
+(`skip_block_lock = fault(z, F.FAULT_ALLOC_NO_BLOCK_LOCK)`), never a copy of a
+kernel; tests/test_faults.py checks the one site.  Each declares the
 detectors that must catch it (any one of them counts) and the locking
-scheme it lives in: most are fine-scheme bugs, as the zone scheme has no
-inner locks to get wrong.
+schemes in which it has an effect at all: in the zone scheme the inner
+(fine) locks are no-ops, so a fault that skips, moves or reorders an inner
+lock changes nothing there; logic faults act in both.
 """
 
 from dataclasses import dataclass
+
+from numba import njit
+
+from harness.layout import F_FAULT, flags_row
 
 (NO_FAULT, FAULT_FREE_NO_BLOCK_LOCK, FAULT_ALLOC_NO_BLOCK_LOCK, FAULT_PUSH_NO_AREA_LOCK,
  FAULT_COUNT_OUTSIDE_LOCK, FAULT_CAPTURE_PLACE_UNLOCKED, FAULT_CAPTURE_BEFORE_BLOCK,
@@ -21,59 +27,68 @@ class Fault:
     name: str
     what: str            # the mistake
     goes_wrong: str      # what it breaks
-    detectors: tuple     # any of these must catch it: ownership, poison, invariants, lockdep, watchdog
+    detectors: tuple     # any one must catch it: ownership, poison, invariants, lockdep, watchdog
     narrow: bool         # a narrow race window: delay injection (--chaos) should help
+    schemes: tuple       # locking schemes in which the fault has an effect: "fine", "zone"
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def fault(z, f):
+    """True when seeded fault `f` is switched on for this run (read once, at its seam)."""
+    return z[flags_row(z), F_FAULT] == f
 
 
 FAULTS = (
     Fault(FAULT_FREE_NO_BLOCK_LOCK, "free-no-block-lock",
           "free_block coalesces without taking the order-10 block lock",
           "two frees in one block merge the same buddy twice: lists and page states corrupt",
-          ("invariants", "ownership", "poison"), False),
+          ("invariants", "ownership", "poison"), False, ("fine",)),
     Fault(FAULT_ALLOC_NO_BLOCK_LOCK, "alloc-no-block-lock",
           "alloc_block splits and marks the head without the block lock (trylock skipped)",
           "a concurrent free in the block merges with halves being published",
-          ("invariants", "ownership", "poison"), True),
+          ("invariants", "ownership", "poison"), True, ("fine",)),
     Fault(FAULT_PUSH_NO_AREA_LOCK, "push-no-area-lock",
           "merge_and_place links the freed block into its free list without the area lock",
           "racing list updates lose or cross-link blocks",
-          ("invariants", "ownership", "poison"), True),
+          ("invariants", "ownership", "poison"), True, ("fine",)),
     Fault(FAULT_COUNT_OUTSIDE_LOCK, "count-outside-lock",
           "the free-list count is updated after the area lock is dropped",
           "lost updates: the count no longer matches the list",
-          ("invariants",), True),
+          ("invariants",), True, ("fine",)),
     Fault(FAULT_CAPTURE_PLACE_UNLOCKED, "capture-place-unlocked",
           "a block is pushed onto a capture list without that list's lock",
           "the owner's own frees and other threads' frees corrupt the capture list",
-          ("invariants", "ownership", "poison"), True),
+          ("invariants", "ownership", "poison"), True, ("fine",)),
     Fault(FAULT_CAPTURE_BEFORE_BLOCK, "capture-before-block",
           "capture_finish keeps the capture lock while it takes block locks (inversion)",
           "capture -> block against the declared block -> capture: a possible deadlock",
-          ("lockdep", "watchdog"), False),
+          ("lockdep", "watchdog"), False, ("fine",)),
     Fault(FAULT_AREA_THEN_BLOCK, "area-then-block",
           "alloc_block waits for the block lock while holding the area lock (no trylock)",
           "ABBA with free_block (block -> area): a real deadlock under load",
-          ("lockdep", "watchdog"), False),
+          ("lockdep", "watchdog"), False, ("fine",)),
     Fault(FAULT_STALE_BUDDY_ORDER, "stale-buddy-order",
           "the merge loop trusts the buddy's state without checking its order",
           "blocks of different orders merge: pages overlap or vanish",
-          ("invariants", "ownership", "poison"), False),
+          ("invariants", "ownership", "poison"), False, ("fine", "zone")),
     Fault(FAULT_LOST_COALESCING, "lost-coalescing",
           "capture_finish returns the leftover blocks to the free lists without merging",
           "free buddies stay unmerged: high-order memory is lost to fragmentation",
-          ("invariants",), False),
+          # Only a buddy freed while the list is being finished (CLOSED) is left beside a
+          # leftover; under the zone lock nobody sees a list CLOSED, so zone runs stay clean.
+          ("invariants",), False, ("fine",)),
     Fault(FAULT_IGNORE_CAPTURED_BUDDY, "ignore-captured-buddy",
           "the normal free path ignores a captured buddy instead of joining its capture list",
           "a free block sits next to its captured buddy: the capture misses pages it was owed",
-          ("invariants",), False),
+          ("invariants",), False, ("fine", "zone")),
     Fault(FAULT_TOCTOU_CAPTURE_STATE, "toctou-capture-state",
           "merge_and_place checks that the target capture list is open before taking its lock",
           "a block is pushed onto a list its owner has already detached: stranded pages",
-          ("invariants",), True),
+          ("invariants",), True, ("fine",)),
     Fault(FAULT_EARLY_UNLOCK, "early-unlock",
           "alloc_block drops the block lock as soon as the head is off its list, before it"
           " splits and marks it",
           "a free in the same block merges with halves that are still being published",
-          ("invariants", "ownership", "poison"), True),
+          ("invariants", "ownership", "poison"), True, ("fine",)),
 )
 BY_NAME = {f.name: f for f in FAULTS}

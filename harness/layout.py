@@ -1,27 +1,13 @@
-"""Memory layout: the zone table and the thread table, both int64 rows of 64 bytes.
+"""Memory layout: the zone table and the thread table, int64 rows of 64 bytes, from field tables.
 
 Kernels take just these two arrays (plus scalars): a call then passes two
 array descriptors instead of a dozen, which is what keeps a jitted call cheap.
+Every row and field offset below is derived from the tables in this module
+(`ZONE_ROWS`, `THREAD_ROWS` and one field table per row kind), and the fit
+is asserted at import; the layout part of this docstring is rendered from
+the same tables (`render_layout`) and a test keeps it exact.
 
-Zone table `z`, shape (rows, 8), shared by all threads:
-
-    rows 0 .. pages-1            struct page, row == pfn   (PG_* fields)
-    rows LIST0 ..                11 free lists, then the capture lists (LS_* fields)
-    rows LOCK0 ..                locks: zone, one per order-10 block, one per capture
-                                 list, one per free-list order, the page-cache pool
-    row  rows-2                  ctl: the run-wide stop word, written by the runner
-    row  rows-1                  meta: configuration, fixed during a run (M_* fields)
-
-Thread table `t`, shape (threads, T_ROWS, 8); slot `me` is written only by
-its own thread (so harness bookkeeping never races):
-
-    row T_STATE                  waiting-for lock row, heartbeat, ring position, ...
-    row T_HELD                   lockdep held-lock stack (lock rows)
-    rows T_EDGE0 + held class    lockdep: first site + 1 that took class `f` holding it
-    row T_AUX                    chaos RNG state and hits; lockdep's slept-while-holding record
-    rows T_COUNT0 ..             worker counters (see workers.counters)
-    rows T_VIOL0 ..              the first violations this thread detected (V_* fields)
-    rows T_RING0 ..              flight recorder: 2 entries a row of (op, pfn, order, ns)
+{layout}
 """
 
 import numpy as np
@@ -34,58 +20,180 @@ TOP = MAX_ORDER - 1
 NAREAS = MAX_ORDER
 W = 8                                   # int64 fields in a 64-byte row
 
-# struct page
-PG_STATE, PG_ORDER, PG_LIST, PG_NEXT, PG_PREV, PG_OWNER, PG_STAMP, PG_CLAIM = range(W)
+
+def _fields(table):
+    """Indices 0.. of a row's field table (names, one per int64 field); asserts it fits a row."""
+    assert len(table) <= W, f"{len(table)} fields do not fit a row of {W}: {table}"
+    assert len(set(table)) == len(table), table
+    return range(len(table))
+
+
+# ---------------------------------------------------------------- zone table: row kinds
+
+PAGE_FIELDS = ("state", "order", "list", "next", "prev", "owner", "stamp", "claim")
+PG_STATE, PG_ORDER, PG_LIST, PG_NEXT, PG_PREV, PG_OWNER, PG_STAMP, PG_CLAIM = _fields(PAGE_FIELDS)
 TAIL, FREE, CAPTURED, ALLOC = range(4)
 
-# list rows (free lists 0..10, then capture lists)
-LS_HEAD, LS_COUNT, LS_STATE, LS_WANTED, LS_OWNER, LS_OWN, LS_OTHER, LS_MERGED = range(W)
+LIST_FIELDS = ("head", "count", "state", "wanted", "owner", "own", "other", "merged")
+(LS_HEAD, LS_COUNT, LS_STATE, LS_WANTED, LS_OWNER, LS_OWN, LS_OTHER,
+ LS_MERGED) = _fields(LIST_FIELDS)
 UNUSED, OPEN, CLOSED = range(3)      # the phase of a capture list: LS_STATE & PHASE_MASK
 PHASE_MASK, GENERATION = 3, 4         # LS_STATE = uses * GENERATION + phase: each reuse of a
                                       # row is a new generation, so a merge that set out for an
                                       # earlier use of the list never lands on a later one
 
-# ctl and meta rows
-CTL_STOP, CTL_PARK, CTL_ABORT = 0, 1, 2   # stop: between operations; abort: lock waits give up
-(M_PAGES, M_SCHEME, M_NCAP, M_LIST0, M_BLOCK0, M_CAP0, M_AREA0, M_POOL0) = range(W)
+LOCK_FIELDS = ("word", "owner", "acq", "cont", "wait_ns", "class", "tryfail")
+L_WORD, L_OWNER, L_ACQ, L_CONT, L_WAIT_NS, L_CLASS, L_TRYFAIL = _fields(LOCK_FIELDS)
+
+LOCKDEP_FIELDS = ("allowed",)           # bit held * NCLASSES + taken: a declared edge
+(LD_ALLOWED,) = _fields(LOCKDEP_FIELDS)
+assert H.NCLASSES * H.NCLASSES <= 62, "the allowed-edge bitmask must fit an int64"
+
+CTL_FIELDS = ("stop", "park", "abort")    # stop: between operations; abort: lock waits give up
+CTL_STOP, CTL_PARK, CTL_ABORT = _fields(CTL_FIELDS)
+
+META_FIELDS = ("pages", "scheme", "ncap", "list0", "block0", "cap0", "area0", "pool0")
+M_PAGES, M_SCHEME, M_NCAP, M_LIST0, M_BLOCK0, M_CAP0, M_AREA0, M_POOL0 = _fields(META_FIELDS)
+
+FLAG_FIELDS = ("lockdep", "trace", "fault", "chaos", "ownership", "poison", "stop_on_violation",
+               "capture_audit")
 (F_LOCKDEP, F_TRACE, F_FAULT, F_CHAOS, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION,
- F_CAPTURE_AUDIT) = range(8)
+ F_CAPTURE_AUDIT) = _fields(FLAG_FIELDS)
+
 SCHEME_ZONE, SCHEME_FINE = 0, 1
 SCHEMES = {"zone": SCHEME_ZONE, "fine": SCHEME_FINE}
 
-# thread table
-T_STATE, T_HELD = 0, 1
-T_WAITING, T_HEARTBEAT, T_RING_POS, T_RNG, T_NHELD, T_LOCKDEP_ERR, T_NVIOL, T_PARKED = range(8)
-MAX_HELD = W
-T_EDGE0 = 2
-T_AUX = 7                               # chaos RNG and lockdep's sleep-while-holding record
-A_CHAOS_RNG, A_CHAOS_HITS, A_SLEPT_HOLDING, A_SLEPT_CLASS, A_SLEPT_WAITING, A_ABORTED = range(6)
-T_COUNT0, COUNT_ROWS = 8, 8
-T_VIOL0, VIOL_ROWS = T_COUNT0 + COUNT_ROWS, 4
-RING = 256
-T_RING0 = T_VIOL0 + VIOL_ROWS
-T_ROWS = T_RING0 + RING // 2
+# The zone table, top to bottom: (name, rows, fields, what).  Sized per zone; the last
+# rows are fixed and addressed from the end (`tail_row`).
+ZONE_ROWS = (
+    ("pages", "pages", PAGE_FIELDS, "struct page, row == pfn"),
+    ("lists", "11 + ncap", LIST_FIELDS, "free lists 0..10, then the capture lists"),
+    ("locks", "1 + blocks + ncap + 11 + 1", LOCK_FIELDS,
+     "zone, blocks, capture lists, areas, pool"),
+    ("lockdep", 1, LOCKDEP_FIELDS, "declared lock-order edges (hierarchy)"),
+    ("ctl", 1, CTL_FIELDS, "control words: runner, lockdep"),
+    ("meta", 1, META_FIELDS, "geometry and scheme, fixed at construction"),
+    ("flags", 1, FLAG_FIELDS, "detectors, fault and chaos, fixed during a run"),
+)
+TAIL_ROWS = tuple(name for name, rows, _, _ in ZONE_ROWS if rows == 1)
+assert [name for name, *_ in ZONE_ROWS[-len(TAIL_ROWS):]] == list(TAIL_ROWS)
+LOCKDEP_BACK, CTL_BACK, META_BACK, FLAGS_BACK = (len(TAIL_ROWS) - k for k in range(len(TAIL_ROWS)))
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def meta_row(z):
-    return z.shape[0] - 2
-
-
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def flags_row(z):
-    return z.shape[0] - 1
+def lockdep_row(z):
+    return z.shape[0] - LOCKDEP_BACK
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def ctl_row(z):
-    return z.shape[0] - 3
+    return z.shape[0] - CTL_BACK
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def meta_row(z):
+    return z.shape[0] - META_BACK
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def flags_row(z):
+    return z.shape[0] - FLAGS_BACK
 
 
 def ctl_row_py(z):
     """Python-side twin of `ctl_row`."""
-    return z.shape[0] - 3
+    return z.shape[0] - CTL_BACK
 
+
+# ---------------------------------------------------------------- thread table: row kinds
+
+STATE_FIELDS = ("waiting", "heartbeat", "ring_pos", "rng", "nheld", "lockdep_err", "nviol",
+                "parked")
+(T_WAITING, T_HEARTBEAT, T_RING_POS, T_RNG, T_NHELD, T_LOCKDEP_ERR, T_NVIOL,
+ T_PARKED) = _fields(STATE_FIELDS)
+
+MAX_HELD = W                            # the held-lock stack: one row of lock rows
+
+AUX_FIELDS = ("chaos_rng", "chaos_hits", "slept_holding", "slept_class", "slept_waiting",
+              "aborted", "slept_stamp", "unheld_stamp")
+(A_CHAOS_RNG, A_CHAOS_HITS, A_SLEPT_HOLDING, A_SLEPT_CLASS, A_SLEPT_WAITING, A_ABORTED,
+ A_SLEPT_STAMP, A_UNHELD_STAMP) = _fields(AUX_FIELDS)
+
+CAPSTAT_FIELDS = ("own", "other", "merged")    # the last finished capture list's statistics
+CS_OWN, CS_OTHER, CS_MERGED = _fields(CAPSTAT_FIELDS)
+
+RING_FIELDS = ("op", "pfn", "order", "stamp")  # one flight-recorder entry
+R_OP, R_PFN, R_ORDER, R_STAMP = _fields(RING_FIELDS)
+RING_PER_ROW = W // len(RING_FIELDS)
+RING = 256                              # entries per thread
+
+COUNT_ROWS = 8                          # worker counters (workers.counters asserts its fit)
+VIOL_ROWS = 4                           # first violations a thread records (workers.detectors)
+
+assert H.NCLASSES <= W, "lockdep edge rows hold one column per lock class"
+assert RING % RING_PER_ROW == 0
+
+# The thread table of one thread slot, top to bottom: (name, rows, fields, what).
+# Slot `me` is written only by its own thread, so harness bookkeeping never races.
+THREAD_ROWS = (
+    ("state", 1, STATE_FIELDS, "waiting-for lock row + 1, heartbeat, ring position, ..."),
+    ("held", 1, ("lock row",) * MAX_HELD, "lockdep's held-lock stack"),
+    ("edge", H.NCLASSES, H.CLASS_NAMES,
+     "lockdep: [held class, taken class] = first site + 1"),
+    ("edge_stamp", H.NCLASSES, H.CLASS_NAMES,
+     "lockdep: [held class, taken class] = its first stamp"),
+    ("aux", 1, AUX_FIELDS, "chaos RNG, abort mark, lockdep's sleep/unlock records"),
+    ("capstat", 1, CAPSTAT_FIELDS, "the last finished capture list's statistics"),
+    ("count", COUNT_ROWS, ("counter",) * W, "worker counters (workers.counters)"),
+    ("viol", VIOL_ROWS, ("violation field",) * W, "first violations found (workers.detectors)"),
+    ("ring", RING // RING_PER_ROW, RING_FIELDS * RING_PER_ROW,
+     f"flight recorder: {RING_PER_ROW} entries a row (harness.tracing)"),
+)
+
+
+def _offsets(rows):
+    out, at = {}, 0
+    for name, n, fields, _ in rows:
+        assert len(fields) <= W, (name, fields)
+        out[name] = at
+        at += n
+    return out, at
+
+
+_T, T_ROWS = _offsets(THREAD_ROWS)
+T_STATE, T_HELD, T_EDGE0, T_EDGE_STAMP0, T_AUX, T_CAPSTAT, T_COUNT0, T_VIOL0, T_RING0 = (
+    _T[name] for name, *_ in THREAD_ROWS)
+assert T_EDGE_STAMP0 - T_EDGE0 == H.NCLASSES, "one lockdep edge row per lock class"
+assert T_AUX - T_EDGE_STAMP0 == H.NCLASSES, "one lockdep edge-stamp row per lock class"
+
+
+def render_layout():
+    """The layout part of the module docstring, rendered from the row tables."""
+    from textwrap import wrap
+
+    def fields(names):
+        names = list(dict.fromkeys(names))
+        return wrap("fields: " + ", ".join(names), 96, initial_indent=" " * 8,
+                    subsequent_indent=" " * 16) if len(names) > 1 or names[0] != "counter" else []
+
+    out = ["Zone table `z`, shape (rows, 8), shared by all threads, top to bottom (rows):", ""]
+    for name, n, names, what in ZONE_ROWS:
+        out.append(f"    {name:<8} {str(n):<26} {what}")
+        out += fields(names)
+    out += ["", "Thread table `t`, shape (threads, T_ROWS, 8); slot `me` is written only by",
+            "its own thread, so harness bookkeeping never races:", ""]
+    for name, n, names, what in THREAD_ROWS:
+        out.append(f"    {name:<10} rows {_T[name]:>3} .. {_T[name] + n - 1:<4} {what}")
+        if len(set(names)) > 1:
+            out += fields(names)
+    out.append(f"    ({T_ROWS} rows a thread)")
+    return "\n".join(out)
+
+
+__doc__ = __doc__.format(layout=render_layout())
+
+
+# ---------------------------------------------------------------- construction
 
 def new_zone_table(pages, scheme, ncap=64):
     """A fresh zone: as if every order-10 block were freed in increasing pfn order."""
@@ -94,17 +202,18 @@ def new_zone_table(pages, scheme, ncap=64):
     lock0 = list0 + NAREAS + ncap
     classes = np.concatenate([[H.ZONE], np.full(nblocks, H.BLOCK), np.full(ncap, H.CAPTURE),
                               np.full(NAREAS, H.AREA), [H.PAGECACHE]])
-    rows = lock0 + len(classes) + 3
+    rows = lock0 + len(classes) + len(TAIL_ROWS)
     raw = np.zeros(rows * W + W, np.int64)
     skip = (-raw.ctypes.data % 64) // 8           # 64-byte aligned rows
     z = raw[skip:skip + rows * W].reshape(rows, W)
-    meta = z[rows - 2]
+    meta = z[rows - META_BACK]
     meta[M_PAGES], meta[M_SCHEME], meta[M_NCAP], meta[M_LIST0] = pages, SCHEMES[scheme], ncap, list0
     meta[M_BLOCK0] = lock0 + 1
     meta[M_CAP0] = meta[M_BLOCK0] + nblocks
     meta[M_AREA0] = meta[M_CAP0] + ncap
     meta[M_POOL0] = meta[M_AREA0] + NAREAS
-    z[lock0:lock0 + len(classes), 5] = classes    # L_CLASS
+    z[rows - LOCKDEP_BACK, LD_ALLOWED] = allowed_mask(scheme)
+    z[lock0:lock0 + len(classes), L_CLASS] = classes
     pg = z[:pages]
     pg[:, PG_LIST] = pg[:, PG_NEXT] = pg[:, PG_PREV] = pg[:, PG_OWNER] = -1
     lists = z[list0:list0 + NAREAS + ncap]
@@ -119,6 +228,11 @@ def new_zone_table(pages, scheme, ncap=64):
     return z
 
 
+def allowed_mask(scheme):
+    """The declared edges of `scheme` as the bitmask lockdep's kernels test."""
+    return sum(1 << (held * H.NCLASSES + taken) for held, taken in H.allowed_edges(scheme))
+
+
 def new_thread_table(nthreads):
     """Per-thread tables for `nthreads` thread slots, all zero."""
     return np.zeros((nthreads, T_ROWS, W), np.int64)
@@ -128,12 +242,14 @@ class Sections:
     """Named NumPy views of a zone table, for Python-side readers (reports, checks)."""
 
     def __init__(self, z):
-        meta = z[-2]
+        rows = z.shape[0]
+        meta = z[rows - META_BACK]
         self.pages_n = int(meta[M_PAGES])
         self.ncap = int(meta[M_NCAP])
         list0 = int(meta[M_LIST0])
         self.pages = z[:self.pages_n]
         self.lists = z[list0:list0 + NAREAS + self.ncap]
         self.lock0 = int(meta[M_BLOCK0]) - 1
-        self.locks = z[self.lock0:z.shape[0] - 3]
-        self.meta, self.flags, self.ctl = z[-2], z[-1], z[-3]
+        self.locks = z[self.lock0:rows - len(TAIL_ROWS)]
+        self.meta, self.flags, self.ctl = meta, z[rows - FLAGS_BACK], z[rows - CTL_BACK]
+        self.lockdep = z[rows - LOCKDEP_BACK]

@@ -1,30 +1,39 @@
 """The lock-order validator's analysis: observed class graph vs the declared hierarchy.
 
 Kernels record, per thread, the first site that took class B while holding
-class A (harness.zone.lockdep_note; trylocks record nothing).  Here the rows
-are merged into one class graph, searched for cycles (a cycle is a possible
-deadlock even if none happened, as in Linux lockdep), diffed against
-harness.hierarchy, and rendered as text or Graphviz.
+class A, and the cycle-counter stamp when it did (harness.lockdep_record;
+trylocks record nothing).  Here the rows are merged into one class graph
+(each edge keeps its earliest stamp), searched for cycles (a cycle is a
+possible deadlock even if none happened, as in Linux lockdep), diffed
+against harness.hierarchy, and rendered as text or Graphviz.  Each problem
+carries `stamp`, the raw cycle counter at which it became detectable: for a
+cycle the latest first stamp of its edges, for an edge its first stamp, for
+a sleep or a bad unlock its first occurrence.
 """
 
 from harness import hierarchy as H
-from harness.layout import (A_SLEPT_CLASS, A_SLEPT_HOLDING, A_SLEPT_WAITING, T_AUX, T_EDGE0,
-                            T_LOCKDEP_ERR, T_STATE)
+from harness.layout import (A_SLEPT_CLASS, A_SLEPT_HOLDING, A_SLEPT_STAMP, A_SLEPT_WAITING,
+                            A_UNHELD_STAMP, T_AUX, T_EDGE0, T_EDGE_STAMP0, T_LOCKDEP_ERR,
+                            T_STATE)
 
 NAMES = H.CLASS_NAMES
 
 
 def observed_edges(t):
-    """{(held, taken): {"site": name, "threads": [...]}} merged over thread rows."""
+    """{(held, taken): {"site": name, "threads": [...], "stamp": cycles}} merged over thread
+    rows; site and stamp are those of the thread that made the edge first."""
     edges = {}
     for i in range(t.shape[0]):
         for held in range(H.NCLASSES):
             for taken in range(H.NCLASSES):
                 site = int(t[i, T_EDGE0 + held, taken])
                 if site:
+                    stamp = int(t[i, T_EDGE_STAMP0 + held, taken])
                     e = edges.setdefault((held, taken), {"site": H.SITES[site - 1],
-                                                         "threads": []})
+                                                         "threads": [], "stamp": stamp})
                     e["threads"].append(i)
+                    if stamp < e["stamp"]:
+                        e["site"], e["stamp"] = H.SITES[site - 1], stamp
     return edges
 
 
@@ -61,7 +70,8 @@ def analyze(t, scheme, lock_name=str):
             "summary": ("two locks of class " + NAMES[cycle[0]] + " held at once"
                         if kind == "same-class-nesting" else
                         "possible circular locking dependency " +
-                        " -> ".join(NAMES[c] for c in cycle + cycle[:1]))})
+                        " -> ".join(NAMES[c] for c in cycle + cycle[:1])),
+            "stamp": max(edges[e]["stamp"] for e in chain)})
     for (a, b), e in sorted(edges.items()):
         if (a, b) not in allowed and a != b:
             problems.append({"kind": "undeclared-edge", "held": NAMES[a], "taken": NAMES[b],
@@ -73,11 +83,13 @@ def analyze(t, scheme, lock_name=str):
             problems.append({"kind": "sleep-while-holding", "thread": i, "count": n,
                              "summary": f"thread {i} slept {n} times in a lock wait while holding"
                              f" a {NAMES[int(t[i, T_AUX, A_SLEPT_CLASS])]} lock"
-                             f" (last waiting for {lock_name(int(t[i, T_AUX, A_SLEPT_WAITING]))})"})
+                             f" (last waiting for {lock_name(int(t[i, T_AUX, A_SLEPT_WAITING]))})",
+                             "stamp": int(t[i, T_AUX, A_SLEPT_STAMP])})
         bad = int(t[i, T_STATE, T_LOCKDEP_ERR])
         if bad:
             problems.append({"kind": "unlock-not-held", "thread": i, "count": bad,
-                             "summary": f"thread {i} released {bad} locks it did not hold"})
+                             "summary": f"thread {i} released {bad} locks it did not hold",
+                             "stamp": int(t[i, T_AUX, A_UNHELD_STAMP])})
     declared = sorted(allowed)
     return {
         "scheme": scheme,

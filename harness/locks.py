@@ -1,13 +1,14 @@
 """Futex-backed mutexes built from CPU atomics, usable from `nogil` Numba code.
 
-A lock is one 64-byte row of the zone table (one cache line per lock word):
+A lock is one 64-byte row of the zone table (one cache line per lock word),
+with the fields of harness.layout.LOCK_FIELDS:
 
     word     0 free, 1 locked, 2 locked and maybe waiters (Drepper's mutex 2)
     owner    thread slot + 1 of the holder, 0 when free
     acq      acquisitions          \
     cont     contended acquisitions > written only by the holder, so race-free
     wait_ns  time spent waiting    /
-    klass    lock class (see harness.hierarchy), fixed at construction
+    class    lock class (see harness.hierarchy), fixed at construction
     tryfail  failed trylocks (atomic add: many threads may fail at once)
 
 Waits are abortable: a blocked thread sleeps in futex waits of at most
@@ -23,12 +24,12 @@ from numba import njit
 
 from harness.atomics import cas, cpu_pause, fetch_add, futex_wait, futex_wake, load_acquire, \
     monotonic_ns, store_release, xchg
-from harness.hierarchy import NO_SLEEP_MASK
-from harness.layout import (A_SLEPT_CLASS, A_SLEPT_HOLDING, A_SLEPT_WAITING, CTL_ABORT, F_LOCKDEP,
-                            MAX_HELD, T_AUX, T_HELD, T_NHELD, T_STATE, T_WAITING, ctl_row,
-                            flags_row)
+from harness.layout import (CTL_ABORT, F_LOCKDEP, L_ACQ, L_CLASS, L_CONT, L_OWNER, L_TRYFAIL,
+                            L_WAIT_NS, L_WORD, T_STATE, T_WAITING, ctl_row, flags_row)
+from harness.lockdep_record import note_sleep
 
-L_WORD, L_OWNER, L_ACQ, L_CONT, L_WAIT_NS, L_CLASS, L_TRYFAIL = range(7)
+__all__ = ["L_WORD", "L_OWNER", "L_ACQ", "L_CONT", "L_WAIT_NS", "L_CLASS", "L_TRYFAIL",
+           "lock_try", "lock_acquire", "lock_release", "wake_all"]
 
 SPIN_LIMIT = 100       # pause-spins before sleeping (bench: more spins only burn the other core)
 WAIT_SLICE_NS = 2_000_000
@@ -52,20 +53,6 @@ def lock_try(z, row, me):
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def _note_sleep(z, t, me, row):
-    """Lockdep: record going to sleep for lock `row` while holding a NO_SLEEP class."""
-    for j in range(min(t[me, T_STATE, T_NHELD], MAX_HELD)):
-        held = t[me, T_HELD, j]
-        if held == row:                 # lockdep pushed the lock being taken already
-            continue
-        cls = z[held, L_CLASS]
-        if (NO_SLEEP_MASK >> cls) & 1:
-            t[me, T_AUX, A_SLEPT_HOLDING] += 1
-            t[me, T_AUX, A_SLEPT_CLASS] = cls
-            t[me, T_AUX, A_SLEPT_WAITING] = row
-
-
-@njit(nogil=True, cache=True, _nrt=False)
 def _lock_slow(z, row, me, t):
     """Contended path: spin briefly, then sleep on the futex until free or stopped."""
     t0 = monotonic_ns()
@@ -76,7 +63,7 @@ def _lock_slow(z, row, me, t):
     else:
         t[me, T_STATE, T_WAITING] = row + 1
         if z[flags_row(z), F_LOCKDEP] != 0:
-            _note_sleep(z, t, me, row)
+            note_sleep(z, t, me, row)
         stop = ctl_row(z)
         c = xchg(z, (row, L_WORD), 2)
         while c != 0:
@@ -108,3 +95,9 @@ def lock_release(z, row):
     if fetch_add(z, (row, L_WORD), -1) != 1:
         store_release(z, (row, L_WORD), 0)
         futex_wake(z, (row, L_WORD), 1)
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def wake_all(z, row, col):
+    """Wake every futex waiter on word (row, col): the runner's control words."""
+    futex_wake(z, (row, col), 1 << 30)

@@ -17,32 +17,24 @@ import numpy as np
 import psutil
 
 from harness import layout as L
-from harness.atomics import futex_wake
 from harness.clock import Clock
 from harness.config import ALLOC_MIX, DETECTORS, RECLAIM_MIX, RunConfig, repro_command, to_dict
 from harness.invariants import check_zone, pages_of
-from harness.locks import L_ACQ, L_CLASS, L_CONT, L_WAIT_NS, L_OWNER
-from harness.rng import seed_state
+from harness.locks import L_ACQ, L_CLASS, L_CONT, L_WAIT_NS, L_OWNER, wake_all
+from harness.tracing import thread_ring
 from harness import faults as F
 from harness import hierarchy as H
 from harness import lockdep
 from harness import race
 from harness import result as R
 from harness.signals import exit_status, signal_name
-from workers import common as W
-from workers.allocator import allocator_loop
-from workers.drain import drain_held, drain_pool
-from workers.reclaimer import BATCH_MAX, reclaimer_loop
+from workers.counters import thread_counters
+from workers.detectors import thread_violations
+from workers.pool import Workers
 
 __all__ = ["ALLOC_MIX", "DETECTORS", "RECLAIM_MIX", "Run", "RunConfig", "run_stress", "warm_up"]
 POLL_S = 0.005                  # the main thread's sampling period (watchdog resolution)
 LOCKDEP_POLL_S = 0.2
-LOCKDEP_STAMPS = False          # lockdep problems carry the stamp of the edge that made them
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False)
-def _wake(z, row, col):
-    futex_wake(z, (row, col), 1 << 30)
 
 
 class Run:
@@ -53,8 +45,6 @@ class Run:
         self.z = L.new_zone_table(cfg.pages, cfg.locking, max(8, 2 * cfg.reclaimers))
         self.sec = L.Sections(self.z)
         self.t = L.new_thread_table(cfg.threads)
-        for i in range(cfg.threads):
-            self.t[i, L.T_STATE, L.T_RNG] = seed_state(cfg.seed, i)
         flags = self.sec.flags
         flags[L.F_OWNERSHIP] = "ownership" in cfg.detectors
         flags[L.F_POISON] = "poison" in cfg.detectors
@@ -64,23 +54,7 @@ class Run:
         flags[L.F_LOCKDEP] = cfg.lockdep
         flags[L.F_FAULT] = F.BY_NAME[cfg.fault].id if cfg.fault else F.NO_FAULT
         flags[L.F_CHAOS] = int(cfg.chaos * (1 << 20))
-        for i in range(cfg.threads):
-            self.t[i, L.T_AUX, L.A_CHAOS_RNG] = seed_state(cfg.seed, 1000 + i)
-        if flags[L.F_POISON]:
-            self.sec.pages[:, L.PG_STAMP] = W.POISON
-        cap = max(1, int(cfg.pages * cfg.pool_fraction))
-        self.pool = np.zeros(W.POOL_RING + cap, np.int64)
-        self.pool[W.P_CAP] = cap
-        self.wcfg = np.zeros(W.CFG_FIELDS, np.int64)
-        self.wcfg[W.CFG_CDF0:W.CFG_CDF0 + 11] = W.order_cdf(cfg.alloc_mix)
-        self.wcfg[W.CFG_RCDF0:W.CFG_RCDF0 + 11] = W.order_cdf(cfg.reclaim_mix)
-        self.wcfg[W.CFG_HELD], self.wcfg[W.CFG_RHELD] = cfg.held, cfg.reclaimer_held
-        self.wcfg[W.CFG_CACHE_PCT], self.wcfg[W.CFG_CAPTURE] = cfg.cache_pct, cfg.capture
-        self.wcfg[W.CFG_BATCH_MUL], self.wcfg[W.CFG_BATCH_MIN] = cfg.batch_mul, cfg.batch_min
-        self.held = [np.zeros((cfg.held if i >= cfg.reclaimers else cfg.reclaimer_held, 3),
-                              np.int64) for i in range(cfg.threads)]
-        self.nheld = [0] * cfg.threads
-        self.batches = [np.zeros(BATCH_MAX, np.int64) for _ in range(cfg.reclaimers)]
+        self.workers = Workers(cfg, self.z, self.t)   # after the flags: it poisons pages
         self.epoch = 0
         self.checks, self.check_violations = 0, []
         self.samples = []
@@ -91,19 +65,15 @@ class Run:
         self.detected_s = {}            # detector -> seconds from start to its first finding
 
     def role(self, i):
-        return "reclaimer" if i < self.cfg.reclaimers else "allocator"
+        return self.workers.role(i)
 
     def _body(self, i):
-        if i < self.cfg.reclaimers:
-            self.nheld[i] = reclaimer_loop(self.z, self.t, i, self.pool, self.held[i], self.wcfg,
-                                           self.batches[i])
-        else:
-            self.nheld[i] = allocator_loop(self.z, self.t, i, self.pool, self.held[i], self.wcfg)
+        self.workers.body(i)
 
     # -- control words
     def _ctl(self, col, value):
         self.sec.ctl[col] = value
-        _wake(self.z, self.z.shape[0] - 3, col)
+        wake_all(self.z, L.ctl_row_py(self.z), col)
 
     def heartbeats(self):
         return self.t[:, L.T_STATE, L.T_HEARTBEAT].copy()
@@ -250,10 +220,10 @@ class Run:
         self.unjoined = [th.name for th in threads if th.is_alive()]
 
     def sample(self, elapsed):
-        c = self.t[:, L.T_COUNT0:L.T_COUNT0 + L.COUNT_ROWS].reshape(self.cfg.threads, -1)
-        s = {"t": round(elapsed, 3), "ops": int(c[:, W.C_OPS].sum()),
-             "high_attempts": int(c[:, W.C_HIGH_TRY0:W.C_HIGH_TRY0 + L.MAX_ORDER].sum()),
-             "high_successes": int(c[:, W.C_HIGH_OK0:W.C_HIGH_OK0 + L.MAX_ORDER].sum()),
+        c = [thread_counters(self.t, i) for i in range(self.cfg.threads)]
+        s = {"t": round(elapsed, 3), "ops": sum(x["ops"] for x in c),
+             "high_attempts": sum(h["attempts"] for x in c for h in x["high_order"].values()),
+             "high_successes": sum(h["successes"] for x in c for h in x["high_order"].values()),
              "violations": self.violations_so_far()}
         self.samples.append(s)
         if self.progress:
@@ -286,11 +256,7 @@ class Run:
         end["final_check"] = check_zone(self.z)
         if end["final_check"] or self.violations_so_far():
             return end
-        rejected = 0
-        for i in range(self.cfg.threads):
-            rejected += drain_held(self.z, self.t, i, self.held[i], self.nheld[i])
-        rejected += drain_pool(self.z, self.t, 0, self.pool)
-        end["drain_rejected"] = int(rejected)
+        end["drain_rejected"] = self.workers.drain()
         counts = self.sec.lists[:L.NAREAS, L.LS_COUNT]
         end["fresh_after_drain"] = bool(counts[L.TOP] == self.cfg.pages >> L.TOP
                                         and counts[:L.TOP].sum() == 0
@@ -353,13 +319,7 @@ def collect(run, wall, cpu, warm, end):
     cfg, t, sec = run.cfg, run.t, run.sec
     threads = []
     for i in range(cfg.threads):
-        c = t[i, L.T_COUNT0:L.T_COUNT0 + L.COUNT_ROWS].reshape(-1)
-        threads.append({"thread": i, "role": run.role(i),
-                        **{name: int(c[k]) for k, name in enumerate(W.COUNTER_NAMES)},
-                        "high_order": {str(o): {"attempts": int(c[W.C_HIGH_TRY0 + o]),
-                                                "successes": int(c[W.C_HIGH_OK0 + o]),
-                                                "direct": int(c[W.C_HIGH_DIRECT0 + o])}
-                                       for o in range(4, 11) if c[W.C_HIGH_TRY0 + o]},
+        threads.append({"thread": i, "role": run.role(i), **thread_counters(t, i),
                         "violations": int(t[i, L.T_STATE, L.T_NVIOL])})
     locks = sec.locks
     per_class = {}
@@ -433,7 +393,7 @@ def detection_times(run, violations, analysis):
 
 def detection_resolution(cfg):
     """How precisely each detector's time to detection is known, in seconds."""
-    return {"ownership": 0.0, "poison": 0.0, "lockdep": 0.0 if LOCKDEP_STAMPS else LOCKDEP_POLL_S,
+    return {"ownership": 0.0, "poison": 0.0, "lockdep": 0.0,
             "invariants": cfg.check_ms / 1000 if cfg.check_ms else None,
             "watchdog": POLL_S}
 
@@ -459,34 +419,16 @@ def warnings(cfg, run, tot, locks, wall, cpu):
 
 
 def worker_violations(run):
-    out = []
-    for i in range(run.cfg.threads):
-        for k in range(min(int(run.t[i, L.T_STATE, L.T_NVIOL]), L.VIOL_ROWS)):
-            v = run.t[i, L.T_VIOL0 + k]
-            kind = int(v[W.V_KIND])
-            other = int(v[W.V_FOUND])
-            out.append({"detector": "ownership" if kind in (W.K_DOUBLE_ALLOC, W.K_NOT_OWNER)
-                        else "poison" if kind in (W.K_POISON, W.K_STAMP) else "invariants",
-                        "kind": W.KIND_NAMES.get(kind, str(kind)), "thread": i,
-                        "pfn": int(v[W.V_PFN]), "order": int(v[W.V_ORDER]),
-                        "page": int(v[W.V_PAGE]), "expected": int(v[W.V_EXPECTED]),
-                        "found": other, "ns": run.clock.ns(int(v[W.V_NS])),
-                        "at_op": int(v[W.V_OP])})
-    return out
+    return [{("ns" if k == "stamp" else k): (run.clock.ns(x) if k == "stamp" else x)
+             for k, x in v.items()}
+            for i in range(run.cfg.threads) for v in thread_violations(run.t, i)]
 
 
 def all_events(run):
     """Every thread's flight-recorder ring, merged in time order (ns on the monotonic clock)."""
-    from harness.zone import OP_NAMES
-    events = []
-    for i in range(run.cfg.threads):
-        pos = int(run.t[i, L.T_STATE, L.T_RING_POS])
-        for p in range(max(0, pos - L.RING), pos):
-            slot = p % L.RING
-            row = run.t[i, L.T_RING0 + (slot >> 1), (slot & 1) * 4:(slot & 1) * 4 + 4]
-            events.append({"thread": i, "op": OP_NAMES.get(int(row[0]), str(int(row[0]))),
-                           "pfn": int(row[1]), "order": int(row[2]),
-                           "ns": run.clock.ns(int(row[3]))})
+    events = [{"thread": i, "op": e["op"], "pfn": e["pfn"], "order": e["order"],
+               "ns": run.clock.ns(e["stamp"])}
+              for i in range(run.cfg.threads) for e in thread_ring(run.t, i)]
     events.sort(key=lambda e: e["ns"])
     return events
 

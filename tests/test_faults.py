@@ -56,6 +56,43 @@ def test_catalogue_is_well_formed():
         assert F.BY_NAME[f.name] is f
         assert f.detectors and set(f.detectors) <= set(DETECTORS), f
         assert f.what and f.goes_wrong
+        assert f.schemes and set(f.schemes) <= {"fine", "zone"}, f
+
+
+def fault_seams():
+    """Every `fault(z, F.FAULT_X)` call in the kernel sources: [(id name, file:line, target)]."""
+    import ast
+    seams = []
+    for folder in ("harness", "workers"):
+        for path in sorted(glob.glob(os.path.join(ROOT, folder, "*.py"))):
+            tree = ast.parse(open(path).read(), path)
+            parents = {child: node for node in ast.walk(tree)
+                       for child in ast.iter_child_nodes(node)}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "fault" \
+                        and len(node.args) == 2:
+                    arg = node.args[1]
+                    name = arg.attr if isinstance(arg, ast.Attribute) else getattr(arg, "id", "?")
+                    parent = parents[node]
+                    target = parent.targets[0].id if isinstance(parent, ast.Assign) and \
+                        len(parent.targets) == 1 and isinstance(parent.targets[0], ast.Name) \
+                        else None
+                    seams.append((name, f"{os.path.relpath(path, ROOT)}:{node.lineno}", target))
+    return seams
+
+
+def test_every_fault_has_exactly_one_named_seam():
+    seams = fault_seams()
+    ids = {name for name in dir(F) if name.startswith("FAULT_")}
+    assert ids == {name for name in dir(F) if name.startswith("FAULT_")
+                   and getattr(F, name) in {f.id for f in F.FAULTS}}
+    used = [name for name, _, _ in seams]
+    assert set(used) <= ids, [s for s in seams if s[0] not in ids]       # no unknown id
+    for name in sorted(ids):
+        sites = [where for n, where, _ in seams if n == name]
+        assert len(sites) == 1, (name, sites)
+    for name, where, target in seams:                                      # a named boolean
+        assert target is not None, f"{where}: the seam of {name} is not assigned to a name"
 
 
 @pytest.mark.timeout(180)          # 3 trials of <= 8 s (+ hang teardown), and a cold compile

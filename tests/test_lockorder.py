@@ -430,3 +430,93 @@ def test_cli_stress_lockdep_writes_a_dot_file(tmp_path, warmed):
     assert '"block" -> "capture"' in text
     assert '"block" -> "area"' in text
     assert "color=red" not in text
+
+
+# ---------------------------------------------------------------- detection time (stamps)
+
+def stamp(t, thread, held, taken, value):
+    t[thread, L.T_EDGE_STAMP0 + held, taken] = value
+
+
+def test_analyze_problem_stamps_on_hand_made_tables():
+    t = table()
+    edge(t, 0, H.BLOCK, H.CAPTURE, H.S_PLACE_CAPTURE)
+    stamp(t, 0, H.BLOCK, H.CAPTURE, 100)
+    edge(t, 1, H.BLOCK, H.CAPTURE, H.S_PLACE_CAPTURE)
+    stamp(t, 1, H.BLOCK, H.CAPTURE, 50)                 # thread 1 made it first
+    edge(t, 1, H.CAPTURE, H.BLOCK, H.S_CAPFINISH_BLOCK)
+    stamp(t, 1, H.CAPTURE, H.BLOCK, 300)
+    edge(t, 0, H.AREA, H.AREA, H.S_MERGE_AREA)
+    stamp(t, 0, H.AREA, H.AREA, 200)
+    t[1, L.T_AUX, L.A_SLEPT_HOLDING] = 1
+    t[1, L.T_AUX, L.A_SLEPT_STAMP] = 400
+    t[0, L.T_STATE, L.T_LOCKDEP_ERR] = 1
+    t[0, L.T_AUX, L.A_UNHELD_STAMP] = 500
+    a = lockdep.analyze(t, "fine")
+    by_pair = {(e["held"], e["taken"]): e for e in a["observed"]}
+    assert by_pair[("block", "capture")]["stamp"] == 50
+    assert by_pair[("block", "capture")]["threads"] == [0, 1]
+    by_kind = {p["kind"]: p for p in a["problems"]}
+    assert by_kind["circular-dependency"]["stamp"] == 300     # when the later edge closed it
+    assert by_kind["same-class-nesting"]["stamp"] == 200
+    assert by_kind["undeclared-edge"]["stamp"] == 300
+    assert by_kind["sleep-while-holding"]["stamp"] == 400
+    assert by_kind["unlock-not-held"]["stamp"] == 500
+
+
+@pytest.mark.timeout(180)
+def test_edge_stamps_follow_the_order_the_edges_were_made(warmed):
+    from harness.api import Zone
+    zone = Zone(pages=4096, locking="fine", lockdep=True)
+    zone.sections.flags[L.F_FAULT] = F.BY_NAME["capture-before-block"].id
+    small = zone.alloc(0)                                   # block -> area (expand)
+    first = lockdep.analyze(zone.threads, "fine")["observed"]
+    assert [(e["held"], e["taken"]) for e in first] == [("block", "area")]
+    c = zone.capture_start(4)
+    zone.free(zone.alloc(4), 4, capture=c)                  # block -> capture (placing)
+    got = zone.capture_finish(c)                            # capture -> block (the fault)
+    assert got is not None
+    a = lockdep.analyze(zone.threads, "fine")
+    s = {(e["held"], e["taken"]): e["stamp"] for e in a["observed"]}
+    assert 0 < s[("block", "area")] < s[("block", "capture")] < s[("capture", "block")]
+    cycle = [p for p in a["problems"] if p["kind"] == "circular-dependency"]
+    assert len(cycle) == 1 and cycle[0]["stamp"] == s[("capture", "block")]
+    undeclared = {(p["held"], p["taken"]): p["stamp"] for p in a["problems"]
+                  if p["kind"] == "undeclared-edge"}
+    assert undeclared[("capture", "block")] == s[("capture", "block")]
+    zone.free(got, 4)
+    zone.free(small, 0)
+
+
+# ---------------------------------------------------------------- after an abort
+
+@pytest.mark.timeout(180)
+def test_an_aborted_thread_takes_and_records_nothing_more(warmed):
+    # Thread 0's wait for a block lock held by "thread 7" is aborted in the middle of
+    # capture_finish.  It must return ABORTED at once: no lock taken afterwards (none
+    # left owned by it), no further lockdep edge, no unlock-not-held, and every later
+    # call returns ABORTED without touching a lock.
+    from harness import zone as Z
+    from harness.api import Zone
+    from harness.lockverbs import block_lock
+    from harness.locks import L_OWNER, lock_acquire
+
+    zone = Zone(pages=4096, locking="fine", lockdep=True)
+    z, t = zone.table, zone.threads
+    c = zone.capture_start(5)
+    page = zone.alloc(4)
+    zone.free(page, 4, capture=c)
+    before = lockdep.analyze(t, "fine")
+    assert lock_acquire(z, block_lock(z, page), 7, t)       # the block stays locked by 7
+    z[L.ctl_row_py(z), L.CTL_ABORT] = 1
+    assert Z.capture_finish(z, t, 0, zone._lists[c]) == Z.ABORTED
+    assert t[0, L.T_AUX, L.A_ABORTED] == 1
+    for _ in range(100):
+        assert Z.alloc_block(z, t, 0, 0) == Z.ABORTED
+        assert Z.free_block(z, t, 0, page, 4, -1) == Z.ABORTED
+        assert Z.capture_start(z, t, 0, 4) == Z.ABORTED
+    sec = L.Sections(z)
+    assert list(sec.locks[:, L_OWNER]).count(1) == 0, "the aborted thread holds a lock"
+    after = lockdep.analyze(t, "fine")
+    assert after["problems"] == [] == before["problems"]
+    assert after["observed"] == before["observed"]

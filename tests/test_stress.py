@@ -19,7 +19,7 @@ from harness.result import SCHEMA, finalize, save
 from harness.rng import seed_state
 from harness.runner import Run, RunConfig, collect, run_stress, warm_up
 from harness.verdict import grade, problems
-from workers.common import POISON
+from workers.detectors import POISON
 
 pytestmark = pytest.mark.timeout(300)      # a cold JIT compile alone can take ~40 s
 

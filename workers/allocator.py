@@ -12,10 +12,12 @@ from numba import njit
 from harness import zone as Z
 from harness.layout import T_COUNT0, T_RNG, T_STATE
 from harness.rng import bounded, step
-from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_CACHED, C_FREES, C_OPS, CFG_CACHE_PCT,
-                            CFG_CDF0, CFG_HELD, PAGECACHE, between_ops, count, draw_order,
-                            free_checked, hand_over, held_take, keep_block, pagecache_tag,
-                            pool_has_room, pool_put)
+from workers.config import CFG_CACHE_PCT, CFG_CDF0, CFG_HELD, draw_order
+from workers.counters import C_ABORTS, C_ALLOC_FAIL, C_CACHED, C_FREES, C_OPS, count
+from workers.detectors import PAGECACHE, free_checked, hand_over, pagecache_tag
+from workers.held import held_take, keep_block
+from workers.pagecache import pool_has_room, pool_put
+from workers.park import between_ops
 
 
 @njit(nogil=True, cache=True, _nrt=False)

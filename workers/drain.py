@@ -7,8 +7,9 @@ which checks that every page was accounted for.
 from numba import njit
 
 from harness import zone as Z
-from workers.common import H_ORDER, H_PFN, H_TAG, P_CAP, P_COUNT, P_HEAD, PAGECACHE, POISON, \
-    POOL_RING, hand_over, pagecache_tag
+from workers.detectors import PAGECACHE, POISON, hand_over, pagecache_tag
+from workers.held import H_ORDER, H_PFN, H_TAG
+from workers.pagecache import P_CAP, P_COUNT, P_HEAD, POOL_RING
 
 
 @njit(nogil=True, cache=True, _nrt=False)

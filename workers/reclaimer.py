@@ -11,16 +11,19 @@ the patch improved on.  Obtained blocks are held for a while, then freed.
 from numba import njit
 
 from harness import zone as Z
-from harness.layout import (F_CAPTURE_AUDIT, LS_COUNT, LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN,
-                            T_COUNT0, T_RNG, T_STATE)
+from harness.layout import (CS_MERGED, CS_OTHER, CS_OWN, F_CAPTURE_AUDIT, LS_COUNT, LS_HEAD,
+                            T_CAPSTAT, T_COUNT0, T_RNG, T_STATE)
 from harness.rng import bounded, step
-from workers.common import (C_ABORTS, C_ALLOC_FAIL, C_CAP_MERGED, C_CAP_NOSLOT, C_CAP_OTHER,
-                            C_CAP_OWN, C_DELIVERED, C_FREES, C_HIGH_DIRECT0, C_HIGH_OK0,
-                            C_HIGH_TRY0, C_OPS, C_RECLAIMED, C_RECLAIMS, C_RETRY_OK,
-                            CFG_BATCH_MIN, CFG_BATCH_MUL, CFG_CAPTURE, CFG_RCDF0, CFG_RHELD,
-                            K_STALE_CAPTURE, PAGECACHE, audit_capture, between_ops, count,
-                            draw_order, flag, free_checked, hand_over, held_take, keep_block,
-                            pagecache_tag, park_if_asked, pool_take, violation)
+from workers.config import (CFG_BATCH_MIN, CFG_BATCH_MUL, CFG_CAPTURE, CFG_RCDF0, CFG_RHELD,
+                            draw_order)
+from workers.counters import (C_ABORTS, C_ALLOC_FAIL, C_CAP_MERGED, C_CAP_NOSLOT, C_CAP_OTHER,
+                              C_CAP_OWN, C_DELIVERED, C_FREES, C_HIGH_DIRECT0, C_HIGH_OK0,
+                              C_HIGH_TRY0, C_OPS, C_RECLAIMED, C_RECLAIMS, C_RETRY_OK, count)
+from workers.detectors import (K_STALE_CAPTURE, PAGECACHE, audit_capture, flag, free_checked,
+                               hand_over, pagecache_tag, violation)
+from workers.held import held_take, keep_block
+from workers.pagecache import pool_take
+from workers.park import between_ops, park_if_asked
 
 BATCH_MAX = 4096                # size of the `batch` scratch array a reclaimer is given
 
@@ -51,14 +54,13 @@ def reclaim(z, t, me, pool, batch, cfg, wanted):
         park_if_asked(z, t, me)         # a quiescent point with an open capture list
         if flag(z, F_CAPTURE_AUDIT) and not audit_capture(z, t, me, lst, batch):
             return Z.ABORTED
-        row = Z.lrow(z, lst)
-        own, other, merged = z[row, LS_OWN], z[row, LS_OTHER], z[row, LS_MERGED]
         pfn = Z.capture_finish(z, t, me, lst)
         if pfn == Z.ABORTED:
             return Z.ABORTED
-        count(t, me, C_CAP_OWN, own)
-        count(t, me, C_CAP_OTHER, other)
-        count(t, me, C_CAP_MERGED, merged)
+        # the list's statistics, as capture_finish read them under the list's lock
+        count(t, me, C_CAP_OWN, t[me, T_CAPSTAT, CS_OWN])
+        count(t, me, C_CAP_OTHER, t[me, T_CAPSTAT, CS_OTHER])
+        count(t, me, C_CAP_MERGED, t[me, T_CAPSTAT, CS_MERGED])
         if pfn >= 0:
             count(t, me, C_DELIVERED, 1)
             return pfn

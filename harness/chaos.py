@@ -1,0 +1,33 @@
+"""Delay injection (--chaos): at race windows, with the run's probability, spin or yield a while.
+
+The per-thread RNG and hit count live in the thread's aux row.
+"""
+
+from numba import njit
+
+from harness.atomics import cpu_pause, sched_yield
+from harness.layout import A_CHAOS_HITS, A_CHAOS_RNG, F_CHAOS, T_AUX, flags_row
+from harness.rng import bounded, step
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _stall(z, t, me):
+    x = step(t[me, T_AUX, A_CHAOS_RNG])
+    t[me, T_AUX, A_CHAOS_RNG] = x
+    if bounded(x, 1 << 20) < z[flags_row(z), F_CHAOS]:
+        t[me, T_AUX, A_CHAOS_HITS] += 1
+        x = step(x)
+        t[me, T_AUX, A_CHAOS_RNG] = x
+        if bounded(x, 8) == 0:
+            sched_yield()
+        else:
+            for _ in range(bounded(step(x), 2000)):
+                cpu_pause()
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def chaos(z, t, me):
+    """Maybe stall here.  Called right before a lock, right after an unlock, and between a
+    check and the act that depends on it."""
+    if z[flags_row(z), F_CHAOS] != 0:
+        _stall(z, t, me)

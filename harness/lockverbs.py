@@ -1,0 +1,135 @@
+"""The lock verbs the allocator kernels use, each named for the scheme it applies to.
+
+    zone_enter / zone_leave        zone scheme: the one zone lock, at every entry point;
+                                   nothing in the fine scheme
+    fine_lock / fine_unlock /      fine scheme: the inner block, capture and area locks;
+    fine_trylock                   nothing in the zone scheme (the zone lock guards it all)
+    lock / unlock                  every scheme: locks outside the allocator (page-cache pool)
+
+Every verb tells lockdep (harness.lockdep_record) when it is on and injects
+chaos around the lock.  A verb that takes a lock returns False when its
+wait was aborted; from then on the thread is marked aborted: it takes and
+releases nothing more (so it can never drop a lock another thread holds),
+and its kernels return ABORTED at once.  Also here: which lock row guards what.
+"""
+
+from numba import njit
+
+from harness import hierarchy as H
+from harness.chaos import chaos
+from harness.layout import (A_ABORTED, F_LOCKDEP, M_AREA0, M_BLOCK0, M_CAP0, M_POOL0, M_SCHEME,
+                            NAREAS, SCHEME_ZONE, T_AUX, TOP, flags_row, meta_row)
+from harness.lockdep_record import lockdep_forget, lockdep_note, lockdep_note_try
+from harness.locks import lock_acquire, lock_release, lock_try
+
+
+# ---------------------------------------------------------------- which lock row guards what
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def zone_scheme(z):
+    return z[meta_row(z), M_SCHEME] == SCHEME_ZONE
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def zone_lock(z):
+    return z[meta_row(z), M_BLOCK0] - 1
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def block_lock(z, pfn):
+    """The lock of pfn's order-10 block: guards the page state of every head inside it."""
+    return z[meta_row(z), M_BLOCK0] + (pfn >> TOP)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def area_lock(z, order):
+    """The lock of free list `order`."""
+    return z[meta_row(z), M_AREA0] + order
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def capture_lock(z, lst):
+    """The lock of capture list `lst` (11..)."""
+    return z[meta_row(z), M_CAP0] + lst - NAREAS
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def pool_lock(z):
+    """The workers' page-cache pool lock."""
+    return z[meta_row(z), M_POOL0]
+
+
+# ---------------------------------------------------------------- every scheme
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def aborted(t, me):
+    """True once a lock wait of this thread was aborted (the run is being torn down)."""
+    return t[me, T_AUX, A_ABORTED] != 0
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def lock(z, t, me, lk, site):
+    """Take lock row `lk` in any scheme; False if the run aborted (now or before)."""
+    if aborted(t, me):
+        return False
+    chaos(z, t, me)
+    if z[flags_row(z), F_LOCKDEP] != 0:
+        lockdep_note(z, t, me, lk, site)
+    if lock_acquire(z, lk, me, t):
+        return True
+    if z[flags_row(z), F_LOCKDEP] != 0:
+        lockdep_forget(z, t, me, lk)
+    t[me, T_AUX, A_ABORTED] = 1
+    return False
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def unlock(z, t, me, lk):
+    """Release lock row `lk` taken by `lock`; nothing once the thread was aborted."""
+    if aborted(t, me):
+        return
+    if z[flags_row(z), F_LOCKDEP] != 0:
+        lockdep_forget(z, t, me, lk)
+    lock_release(z, lk)
+    chaos(z, t, me)
+
+
+# ---------------------------------------------------------------- zone scheme
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def zone_enter(z, t, me):
+    """Entry point: the zone lock in the zone scheme, nothing in the fine one."""
+    return lock(z, t, me, zone_lock(z), H.S_ENTER) if zone_scheme(z) else not aborted(t, me)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def zone_leave(z, t, me):
+    if zone_scheme(z):
+        unlock(z, t, me, zone_lock(z))
+
+
+# ---------------------------------------------------------------- fine scheme
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def fine_lock(z, t, me, lk, site):
+    """Take an inner lock (block, capture, area); a no-op in the zone scheme."""
+    return True if zone_scheme(z) else lock(z, t, me, lk, site)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def fine_unlock(z, t, me, lk):
+    """Release an inner lock taken by fine_lock or fine_trylock."""
+    if not zone_scheme(z):
+        unlock(z, t, me, lk)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def fine_trylock(z, t, me, lk):
+    """Take an inner lock only if free: joins the held stack but adds no lockdep edge."""
+    if zone_scheme(z):
+        return True
+    if aborted(t, me) or not lock_try(z, lk, me):
+        return False
+    if z[flags_row(z), F_LOCKDEP] != 0:
+        lockdep_note_try(z, t, me, lk)
+    return True

@@ -1,0 +1,107 @@
+"""The table layout: offsets derived from field tables, fit asserted, docstring exact, and the
+Python-side decoders read back what the kernels wrote."""
+
+import numpy as np
+import pytest
+
+from harness import hierarchy as H
+from harness import layout as L
+from harness.clock import clock_pair
+from harness.tracing import OP_ALLOC, OP_FREE, thread_ring, trace
+from workers import counters as C
+from workers import detectors as D
+
+
+def test_docstring_is_rendered_from_the_tables():
+    assert L.render_layout() in L.__doc__
+    for name, *_ in L.ZONE_ROWS + L.THREAD_ROWS:
+        assert f"    {name} " in L.__doc__
+
+
+def test_a_row_of_more_than_eight_fields_is_refused():
+    with pytest.raises(AssertionError):
+        L._fields(tuple(f"f{k}" for k in range(L.W + 1)))
+    with pytest.raises(AssertionError):
+        L._fields(("a", "a"))
+
+
+def test_thread_rows_are_contiguous_and_sized_from_their_tables():
+    at = 0
+    for name, n, fields, _ in L.THREAD_ROWS:
+        assert L._T[name] == at
+        assert len(fields) <= L.W
+        at += n
+    assert at == L.T_ROWS
+    # one lockdep edge row and one edge-stamp row per lock class, each with a column per class
+    assert L.T_EDGE_STAMP0 - L.T_EDGE0 == H.NCLASSES
+    assert L.T_AUX - L.T_EDGE_STAMP0 == H.NCLASSES
+    assert H.NCLASSES <= L.W
+    assert L.T_RING0 + L.RING // L.RING_PER_ROW == L.T_ROWS
+    assert C.COUNTER_SLOTS <= L.COUNT_ROWS * L.W
+    assert len(D.VIOLATION_FIELDS) <= L.W
+
+
+def test_tail_rows_of_the_zone_table():
+    z = L.new_zone_table(2048, "fine", 4)
+    sec = L.Sections(z)
+    assert L.ctl_row_py(z) == z.shape[0] - 3 == L.ctl_row(z)
+    assert L.meta_row(z) == z.shape[0] - 2 and L.flags_row(z) == z.shape[0] - 1
+    assert L.lockdep_row(z) == z.shape[0] - 4
+    assert sec.meta[L.M_PAGES] == 2048 and sec.meta[L.M_NCAP] == 4
+    assert sec.lockdep[L.LD_ALLOWED] == L.allowed_mask("fine") != 0
+    assert L.allowed_mask("zone") == 0
+    # every lock row has its class; the locks end right before the tail rows
+    assert sec.locks.shape[0] == 1 + 2 + 4 + L.NAREAS + 1
+    assert list(sec.locks[:, L.L_CLASS]) == [H.ZONE, H.BLOCK, H.BLOCK] + [H.CAPTURE] * 4 + \
+        [H.AREA] * L.NAREAS + [H.PAGECACHE]
+
+
+def test_a_violation_recorded_in_a_kernel_decodes_with_its_fields():
+    z = L.new_zone_table(1024, "fine")
+    t = L.new_thread_table(3)
+    t[2, L.T_COUNT0, C.C_OPS] = 77
+    before = clock_pair()[0]
+    D.violation(z, t, 2, D.K_DOUBLE_ALLOC, 512, 3, 515, 2, 1)
+    D.violation(z, t, 2, D.K_STAMP, 8, 0, 8, 11, 12)
+    after = clock_pair()[0]
+    got = D.thread_violations(t, 2)
+    assert [set(v) for v in got] == [{"detector", "kind", "thread", "pfn", "order", "page",
+                                      "expected", "found", "stamp", "at_op"}] * 2
+    v = got[0]
+    assert (v["detector"], v["kind"], v["thread"]) == ("ownership", "double_allocation", 2)
+    assert (v["pfn"], v["order"], v["page"], v["expected"], v["found"]) == (512, 3, 515, 2, 1)
+    assert v["at_op"] == 77
+    assert before <= v["stamp"] <= got[1]["stamp"] <= after    # raw cycles, not converted
+    assert (got[1]["detector"], got[1]["kind"]) == ("poison", "write_to_allocated_page")
+    assert D.thread_violations(t, 0) == []
+    assert z[L.ctl_row_py(z), L.CTL_STOP] == 0                # not asked to stop
+
+
+def test_counters_decode_by_name_and_order():
+    t = L.new_thread_table(2)
+    C.count(t, 1, C.C_OPS, 5)
+    C.count(t, 1, C.C_CAP_NOSLOT, 2)
+    C.count(t, 1, C.C_HIGH_TRY0 + 9, 4)
+    C.count(t, 1, C.C_HIGH_OK0 + 9, 3)
+    C.count(t, 1, C.C_HIGH_DIRECT0 + 9, 1)
+    got = C.thread_counters(t, 1)
+    assert list(got) == list(C.COUNTERS) + ["high_order"]
+    assert got["ops"] == 5 and got["capture_no_slot"] == 2 and got["frees"] == 0
+    assert got["high_order"] == {"9": {"attempts": 4, "successes": 3, "direct": 1}}
+    assert C.thread_counters(t, 0)["high_order"] == {}
+
+
+def test_flight_recorder_ring_decodes_oldest_first():
+    z = L.new_zone_table(1024, "fine")
+    t = L.new_thread_table(2)
+    z[L.flags_row(z), L.F_TRACE] = 1
+    for k in range(L.RING + 10):
+        trace(z, t, 1, OP_ALLOC if k % 2 else OP_FREE, k, k % 11)
+    ring = thread_ring(t, 1)
+    assert len(ring) == L.RING
+    assert [e["pfn"] for e in ring] == list(range(10, L.RING + 10))
+    assert ring[0] == {"op": "free", "pfn": 10, "order": 10, "stamp": ring[0]["stamp"]}
+    assert ring[1]["op"] == "alloc"
+    stamps = np.array([e["stamp"] for e in ring])
+    assert (np.diff(stamps) >= 0).all() and stamps[0] > 0
+    assert thread_ring(t, 0) == []

@@ -1,0 +1,188 @@
+"""Worker-side detectors: page ownership, poison, the capture audit, and the violation rows.
+
+Switched by flags in the zone table:
+  ownership  allocation claims every page of the block for the thread: a CAS
+             from 0 on the head, check-and-set on the tails; a page already
+             claimed is a double allocation, reported with both owners.
+             Free checks the pages are still ours and releases them.
+  poison     a free page holds POISON; allocation checks it and stamps the
+             pages with a per-allocation tag, which free checks and re-poisons.
+  invariants besides the runner's quiescent checks: a reclaimer audits its own
+             open capture list before finishing it (`audit_capture`).
+A finding is recorded in the thread's own violation rows (`violation`), which
+`thread_violations` decodes with the same field table.
+"""
+
+from numba import njit
+
+from harness import hierarchy as H
+from harness import zone as Z
+from harness.atomics import cas, cycle_counter, store_release
+from harness.layout import (CAPTURED, CTL_STOP, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION, FREE,
+                            LS_HEAD, PG_CLAIM, PG_LIST, PG_NEXT, PG_ORDER, PG_STAMP, PG_STATE,
+                            T_COUNT0, T_NVIOL, T_STATE, T_VIOL0, TOP, VIOL_ROWS, W, ctl_row,
+                            flags_row)
+from harness.lockverbs import block_lock, capture_lock, fine_lock, fine_unlock, zone_enter, \
+    zone_leave
+from workers.counters import C_OPS
+
+POISON = 0x6B6B6B6B6B6B6B6B             # Linux's POISON_FREE byte, 8 times
+PAGECACHE = 1023                        # owner slot of pages parked in the page-cache pool
+
+# one violation row: t[me, T_VIOL0 + k, V_*]
+VIOLATION_FIELDS = ("kind", "pfn", "order", "page", "expected", "found", "stamp", "at_op")
+assert len(VIOLATION_FIELDS) <= W
+V_KIND, V_PFN, V_ORDER, V_PAGE, V_EXPECTED, V_FOUND, V_STAMP, V_OP = range(len(VIOLATION_FIELDS))
+V_NS = V_STAMP
+
+# (kind, name, detector)
+KINDS = (
+    (1, "double_allocation", "ownership"),
+    (2, "free_of_page_not_owned", "ownership"),
+    (3, "write_to_free_page", "poison"),
+    (4, "write_to_allocated_page", "poison"),
+    (5, "allocator_rejected_valid_free", "invariants"),
+    (6, "new_capture_list_not_empty", "invariants"),
+    (7, "captured_block_beside_free_buddy", "invariants"),
+)
+(K_DOUBLE_ALLOC, K_NOT_OWNER, K_POISON, K_STAMP, K_REJECTED_FREE, K_STALE_CAPTURE,
+ K_UNMERGED_CAPTURE) = (k for k, _, _ in KINDS)
+KIND_NAMES = {k: name for k, name, _ in KINDS}
+KIND_DETECTORS = {k: det for k, _, det in KINDS}
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def flag(z, f):
+    return z[flags_row(z), f] != 0
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def violation(z, t, me, kind, pfn, order, page, expected, found):
+    """Record a violation in this thread's rows; stop the run if so configured."""
+    n = t[me, T_STATE, T_NVIOL]
+    if n < VIOL_ROWS:
+        row = T_VIOL0 + n
+        t[me, row, V_KIND] = kind
+        t[me, row, V_PFN] = pfn
+        t[me, row, V_ORDER] = order
+        t[me, row, V_PAGE] = page
+        t[me, row, V_EXPECTED] = expected
+        t[me, row, V_FOUND] = found
+        t[me, row, V_STAMP] = cycle_counter()
+        t[me, row, V_OP] = t[me, T_COUNT0, C_OPS]
+    t[me, T_STATE, T_NVIOL] = n + 1
+    if flag(z, F_STOP_ON_VIOLATION):
+        store_release(z, (ctl_row(z), CTL_STOP), 1)
+
+
+def thread_violations(t, i):
+    """Thread `i`'s recorded violations (the first VIOL_ROWS), stamps as raw cycles."""
+    out = []
+    for k in range(min(int(t[i, T_STATE, T_NVIOL]), VIOL_ROWS)):
+        v = dict(zip(VIOLATION_FIELDS, (int(x) for x in t[i, T_VIOL0 + k])))
+        kind = v["kind"]
+        out.append({"detector": KIND_DETECTORS.get(kind, "invariants"),
+                    "kind": KIND_NAMES.get(kind, str(kind)), "thread": i,
+                    "pfn": v["pfn"], "order": v["order"], "page": v["page"],
+                    "expected": v["expected"], "found": v["found"], "stamp": v["stamp"],
+                    "at_op": v["at_op"]})
+    return out
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def make_tag(me, seq):
+    return ((me + 1) << 40) | (seq & ((1 << 40) - 1))
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def pagecache_tag():
+    return (PAGECACHE + 1) << 40
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def claim_block(z, t, me, pfn, order, tag):
+    """Detectors on allocation: claim every page for `me`, check poison, stamp `tag`."""
+    npages = 1 << order
+    if flag(z, F_OWNERSHIP):
+        old = cas(z, (pfn, PG_CLAIM), 0, me + 1)
+        if old != 0:
+            violation(z, t, me, K_DOUBLE_ALLOC, pfn, order, pfn, me, old - 1)
+        for p in range(pfn + 1, pfn + npages):
+            old = z[p, PG_CLAIM]
+            if old != 0:
+                violation(z, t, me, K_DOUBLE_ALLOC, pfn, order, p, me, old - 1)
+            z[p, PG_CLAIM] = me + 1
+    if flag(z, F_POISON):
+        for p in range(pfn, pfn + npages):
+            if z[p, PG_STAMP] != POISON:
+                violation(z, t, me, K_POISON, pfn, order, p, POISON, z[p, PG_STAMP])
+            z[p, PG_STAMP] = tag
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def hand_over(z, t, me, pfn, order, owner, tag, new_owner, new_tag):
+    """Detectors when a block changes hands: check it is `owner`'s with `tag`, give it on.
+
+    new_owner -1 with new_tag POISON is a free (claims dropped, pages poisoned).
+    """
+    npages = 1 << order
+    if flag(z, F_POISON):
+        for p in range(pfn, pfn + npages):
+            if z[p, PG_STAMP] != tag:
+                violation(z, t, me, K_STAMP, pfn, order, p, tag, z[p, PG_STAMP])
+            z[p, PG_STAMP] = new_tag
+    if flag(z, F_OWNERSHIP):
+        for p in range(pfn + npages - 1, pfn, -1):
+            old = z[p, PG_CLAIM]
+            if old != owner + 1:
+                violation(z, t, me, K_NOT_OWNER, pfn, order, p, owner, old - 1)
+            z[p, PG_CLAIM] = new_owner + 1
+        old = cas(z, (pfn, PG_CLAIM), owner + 1, new_owner + 1)   # head last: publishes the rest
+        if old != owner + 1:
+            violation(z, t, me, K_NOT_OWNER, pfn, order, pfn, owner, old - 1)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def free_checked(z, t, me, pfn, order, owner, tag, target):
+    """Detectors, then free (into capture list `target` if >= 0); False if the run aborted."""
+    hand_over(z, t, me, pfn, order, owner, tag, -1, POISON)
+    rc = Z.free_block(z, t, me, pfn, order, target)
+    if rc == Z.EINVAL:
+        violation(z, t, me, K_REJECTED_FREE, pfn, order, pfn, 0, 0)
+    return rc != Z.ABORTED
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def audit_capture(z, t, me, lst, scratch):
+    """Invariant detector on the caller's own open capture list `lst`, under locks.
+
+    No captured block may have a FREE buddy of its order: a free that meets a
+    captured buddy joins its list.  The list is walked under its lock into
+    `scratch`, then each block is checked under its block lock (never both:
+    block is taken before capture).  Returns False if the run aborted.
+    """
+    if not zone_enter(z, t, me):
+        return False
+    lk = capture_lock(z, lst)
+    if not fine_lock(z, t, me, lk, H.S_AUDIT_CAPTURE):
+        return False
+    n = 0
+    p = z[Z.lrow(z, lst), LS_HEAD]
+    while p >= 0 and n < scratch.shape[0]:
+        scratch[n] = p
+        n += 1
+        p = z[p, PG_NEXT]
+    fine_unlock(z, t, me, lk)
+    for i in range(n):
+        p = scratch[i]
+        blk = block_lock(z, p)
+        if not fine_lock(z, t, me, blk, H.S_AUDIT_BLOCK):
+            return False
+        order = z[p, PG_ORDER]
+        if z[p, PG_STATE] == CAPTURED and z[p, PG_LIST] == lst and order < TOP:
+            buddy = p ^ (1 << order)
+            if z[buddy, PG_STATE] == FREE and z[buddy, PG_ORDER] == order:
+                violation(z, t, me, K_UNMERGED_CAPTURE, p, order, buddy, CAPTURED, FREE)
+        fine_unlock(z, t, me, blk)
+    zone_leave(z, t, me)
+    return True
