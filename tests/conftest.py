@@ -47,15 +47,21 @@ def harness_cmd():
     return run_harness
 
 
+@pytest.fixture(scope="session")
+def jit_cache_base():
+    """The JIT cache base of this session, read before any test changes HOME."""
+    from harness import jitcache
+    return jitcache.base()
+
+
 @pytest.fixture
-def harness_env(monkeypatch):
+def harness_env(monkeypatch, jit_cache_base):
     """Environment for a subprocess pytest (pytester) that loads this tree's harness.
 
     pytester gives its subprocess a fresh HOME, so the JIT cache base is passed
     on explicitly (or every kernel compiles again), and PYTHONPATH puts this
     source tree ahead of any installed copy of the package.
     """
-    from harness import jitcache
-    monkeypatch.setenv("HARNESS_CACHE_DIR", jitcache.base())
+    monkeypatch.setenv("HARNESS_CACHE_DIR", jit_cache_base)
     path = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", ROOT + (os.pathsep + path if path else ""))
