@@ -1,5 +1,10 @@
 """Shared fixtures, the `slow` marker's rule, and the Hypothesis profiles.
 
+`slow` (registered in pyproject.toml): a test that takes more than ~10 s.
+Besides the tests marked by hand, every test that requests `warmed` runs the
+kernels on real threads (or a subprocess that does), so it is marked here;
+`pytest -m "not slow"` is the quick loop.
+
 Profiles (choose with HYPOTHESIS_PROFILE, default `ci`): `ci` is deterministic
 (the same examples on every run) and bounded; `dev` is a quick loop; `deep`
 searches much longer.  Tests that need more or fewer examples than the others
@@ -20,6 +25,12 @@ settings.register_profile("ci", max_examples=100, derandomize=True, print_blob=T
 settings.register_profile("dev", max_examples=20, **_COMMON)
 settings.register_profile("deep", max_examples=1000, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "warmed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
