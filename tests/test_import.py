@@ -129,7 +129,7 @@ def test_key_ignores_a_non_kernel_file(tree, rel):
     assert jitcache.key(tree) == before
 
 
-@pytest.mark.parametrize("rel", ["harness/zone.py", "harness/atomics.py", "workers/common.py",
+@pytest.mark.parametrize("rel", ["harness/zone.py", "harness/atomics.py", "workers/detectors.py",
                                  "harness/hierarchy.py", "harness/faults.py"])
 def test_key_follows_a_kernel_file(tree, rel):
     before = jitcache.key(tree)
