@@ -46,6 +46,16 @@ def run_cli(*args, timeout=120, **kw):
                           timeout=timeout, **kw)
 
 
+@pytest.fixture
+def no_run(monkeypatch):
+    """Fail the test if anything builds a run (warm-up included): errors come first."""
+    import harness.runner
+
+    def boom(*a, **k):
+        raise AssertionError("a run was started before the usage error was found")
+    monkeypatch.setattr(harness.runner.Run, "__init__", boom)
+
+
 def one_error_line(err):
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -162,13 +172,11 @@ SILENT = {
 
 @pytest.mark.parametrize("argv, mentions", SILENT.values(), ids=SILENT.keys())
 def test_inputs_that_would_do_nothing_are_refused(argv, mentions, capsys, tmp_path,
-                                                  monkeypatch):
+                                                  monkeypatch, no_run):
     monkeypatch.chdir(tmp_path)
-    t0 = time.monotonic()
     assert main(argv) == 2
     line = one_error_line(capsys.readouterr().err)
     assert mentions in line, line
-    assert time.monotonic() - t0 < 5, "a usage error must be found before any work"
     assert os.listdir(tmp_path) == []
 
 
@@ -198,36 +206,30 @@ def test_campaign_footer_states_no_bound_for_few_trials():
 
 # ---------------------------------------------------------------- report folders and files
 
-def test_report_dir_that_is_a_file_is_refused_before_the_run(tmp_path, capsys):
+def test_report_dir_that_is_a_file_is_refused_before_the_run(tmp_path, capsys, no_run):
     afile = tmp_path / "afile"
     afile.write_text("")
-    t0 = time.monotonic()
     assert main(["stress", "--seconds", "30", "--report-dir", str(afile)]) == 2
     assert "afile" in one_error_line(capsys.readouterr().err)
-    assert time.monotonic() - t0 < 5
 
 
 @pytest.mark.parametrize("folder", ["/proc/harness-reports", "/proc/self"])
-def test_unwritable_report_dir_is_refused_before_the_run(folder, capsys):
+def test_unwritable_report_dir_is_refused_before_the_run(folder, capsys, no_run):
     assert main(["stress", "--seconds", "30", "--report-dir", folder]) == 2
     one_error_line(capsys.readouterr().err)
 
 
-def test_faults_campaign_checks_its_folder_first(tmp_path, capsys):
+def test_faults_campaign_checks_its_folder_first(tmp_path, capsys, no_run):
     afile = tmp_path / "afile"
     afile.write_text("")
-    t0 = time.monotonic()
     assert main(["faults", "--only", "clean", "--trials", "1", "--report-dir", str(afile)]) == 2
     one_error_line(capsys.readouterr().err)
-    assert time.monotonic() - t0 < 5
 
 
-def test_unwritable_dot_path_is_refused_before_the_run(tmp_path, capsys):
-    t0 = time.monotonic()
+def test_unwritable_dot_path_is_refused_before_the_run(tmp_path, capsys, no_run):
     assert main(["stress", "--seconds", "30", "--lockdep", "--dot", "/proc/x/order.dot",
                  "--report-dir", str(tmp_path)]) == 2
     one_error_line(capsys.readouterr().err)
-    assert time.monotonic() - t0 < 5
 
 
 def test_full_disk_at_the_end_still_prints_the_summary(tmp_path, warmed):
