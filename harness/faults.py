@@ -18,7 +18,8 @@ from harness.layout import F_FAULT, flags_row
 (NO_FAULT, FAULT_FREE_NO_BLOCK_LOCK, FAULT_ALLOC_NO_BLOCK_LOCK, FAULT_PUSH_NO_AREA_LOCK,
  FAULT_COUNT_OUTSIDE_LOCK, FAULT_CAPTURE_PLACE_UNLOCKED, FAULT_CAPTURE_BEFORE_BLOCK,
  FAULT_AREA_THEN_BLOCK, FAULT_STALE_BUDDY_ORDER, FAULT_LOST_COALESCING,
- FAULT_IGNORE_CAPTURED_BUDDY, FAULT_TOCTOU_CAPTURE_STATE, FAULT_EARLY_UNLOCK) = range(13)
+ FAULT_IGNORE_CAPTURED_BUDDY, FAULT_TOCTOU_CAPTURE_STATE, FAULT_EARLY_UNLOCK,
+ FAULT_UNLOCK_NO_WAKE, FAULT_CAPTURE_REUSE_ABA) = range(15)
 
 
 @dataclass(frozen=True)
@@ -90,5 +91,18 @@ FAULTS = (
           " splits and marks it",
           "a free in the same block merges with halves that are still being published",
           ("invariants", "ownership", "poison"), True, ("fine",)),
+    Fault(FAULT_UNLOCK_NO_WAKE, "unlock-no-wake",
+          "lock_release clears a contended lock word but skips the futex wake",
+          "a sleeper waits on a free lock: a lost wakeup (the thread stalls until another"
+          " contended unlock happens to wake it)",
+          # Every lock in both schemes goes through lock_release (the zone lock included).
+          ("watchdog",), False, ("fine", "zone")),
+    Fault(FAULT_CAPTURE_REUSE_ABA, "capture-reuse-aba",
+          "merge_and_place places its block on the capture list it met if that list is open,"
+          " without checking it is still the same use of the row (the generation)",
+          "a merge that set out for one use of a list lands on the next one (ABA): pages the"
+          " new use never counted, stranded or handed to the wrong reclaimer",
+          # Under the zone lock no list is finished and reopened while a merge runs.
+          ("invariants",), True, ("fine",)),
 )
 BY_NAME = {f.name: f for f in FAULTS}
