@@ -292,7 +292,7 @@ OPTIONS = (
 
 # Workload presets (--preset NAME): defaults for other options; options given explicitly win.
 PRESETS = {
-    "reuse": {"threads": 4, "reclaimers": 3, "pages": 4096, "capture_lists": 3,
+    "reuse": {"threads": 4, "reclaimers": 2, "pages": 4096, "capture_lists": 2,
               "reclaimer_held": 2},
 }
 BY_FIELD = {o.name: o for o in OPTIONS}
@@ -316,7 +316,7 @@ def add_options(parser):
             parser.add_argument(o.flag, dest=o.name, type=o.parse, default=None,
                                 metavar=o.name.upper(), help=o.help)
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="workload preset: reuse = few capture-list rows, 3 reclaimers of"
+                        help="workload preset: reuse = 2 capture-list rows, 2 reclaimers of"
                              " 4 threads, 4096 pages (explicit options win)")
 
 

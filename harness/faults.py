@@ -19,7 +19,7 @@ from harness.layout import F_FAULT, flags_row
  FAULT_COUNT_OUTSIDE_LOCK, FAULT_CAPTURE_PLACE_UNLOCKED, FAULT_CAPTURE_BEFORE_BLOCK,
  FAULT_AREA_THEN_BLOCK, FAULT_STALE_BUDDY_ORDER, FAULT_LOST_COALESCING,
  FAULT_IGNORE_CAPTURED_BUDDY, FAULT_TOCTOU_CAPTURE_STATE, FAULT_EARLY_UNLOCK,
- FAULT_UNLOCK_NO_WAKE, FAULT_CAPTURE_REUSE_ABA) = range(15)
+ FAULT_UNLOCK_NO_WAKE) = range(14)
 
 
 @dataclass(frozen=True)
@@ -97,12 +97,5 @@ FAULTS = (
           " contended unlock happens to wake it)",
           # Every lock in both schemes goes through lock_release (the zone lock included).
           ("watchdog",), False, ("fine", "zone")),
-    Fault(FAULT_CAPTURE_REUSE_ABA, "capture-reuse-aba",
-          "merge_and_place places its block on the capture list it met if that list is open,"
-          " without checking it is still the same use of the row (the generation)",
-          "a merge that set out for one use of a list lands on the next one (ABA): pages the"
-          " new use never counted, stranded or handed to the wrong reclaimer",
-          # Under the zone lock no list is finished and reopened while a merge runs.
-          ("invariants",), True, ("fine",)),
 )
 BY_NAME = {f.name: f for f in FAULTS}

@@ -317,10 +317,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
         lk = capture_lock(z, target)
         skip_capture_lock = fault(z, F.FAULT_CAPTURE_PLACE_UNLOCKED)
         check_before_lock = fault(z, F.FAULT_TOCTOU_CAPTURE_STATE)
-        any_use = fault(z, F.FAULT_CAPTURE_REUSE_ABA)
         row = lrow(z, target)
-        if any_use:                             # open, but maybe a later use of the row
-            use = (z[row, LS_STATE] & ~PHASE_MASK) | OPEN
         is_open = z[row, LS_STATE] == use
         if check_before_lock:
             chaos(z, t, me)                     # between the unlocked check and the act
