@@ -41,7 +41,9 @@ def _element_ptr(context, builder, aryty, ary, idxty, idx):
     else:
         indices, itys = [idx], [idxty]
     indices = [context.cast(builder, i, t, types.intp) for i, t in zip(indices, itys)]
-    return cgutils.get_item_pointer(context, builder, aryty, array, indices, wraparound=False)
+    # checked in the bounds-checked build (harness.boundscheck), like every other index
+    return cgutils.get_item_pointer(context, builder, aryty, array, indices, wraparound=False,
+                                    boundscheck=context.enable_boundscheck)
 
 
 def _check(ary, idx, n=None):

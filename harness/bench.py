@@ -153,8 +153,8 @@ def run_overhead(seconds=3.0, threads=2, seed=1):
     """Stress throughput with detectors / lockdep on vs off, interleaved in one process."""
     from harness.runner import RunConfig, run_stress, warm_up
     warm = warm_up()
-    variants = {"bare": dict(detectors=(), check_ms=0),
-                "detectors": dict(),
+    variants = {"bare": dict(detectors=(), check_ms=0, lockdep=False),
+                "detectors": dict(lockdep=False),
                 "lockdep": dict(detectors=(), check_ms=0, lockdep=True),
                 "all": dict(lockdep=True)}
     ops = {name: [] for name in variants}

@@ -1,6 +1,7 @@
 """Delay injection (--chaos): at race windows, with the run's probability, spin or yield a while.
 
-The per-thread RNG and hit count live in the thread's aux row.
+The per-thread RNG and hit count live in the thread's aux row.  The same points are
+the scheduling points of the controlled scheduling mode (harness.sched).
 """
 
 from numba import njit
@@ -8,6 +9,7 @@ from numba import njit
 from harness.atomics import cpu_pause, sched_yield
 from harness.layout import A_CHAOS_HITS, A_CHAOS_RNG, F_CHAOS, T_AUX, flags_row
 from harness.rng import bounded, step
+from harness.sched import pct_point, scheduled
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -28,6 +30,8 @@ def _stall(z, t, me):
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def chaos(z, t, me):
     """Maybe stall here.  Called right before a lock, right after an unlock, and between a
-    check and the act that depends on it."""
+    check and the act that depends on it.  Under --schedule pct, also a scheduling point."""
+    if scheduled(z):
+        pct_point(z, t, me)
     if z[flags_row(z), F_CHAOS] != 0:
         _stall(z, t, me)

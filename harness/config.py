@@ -51,9 +51,14 @@ class RunConfig:
     check_ms: int = 500              # quiescent invariant checks every this many ms (0: end only)
     stall_s: float = 5.0             # watchdog: no heartbeat for this long is a hang
     stop_on_violation: bool = True
-    lockdep: bool = False
+    lockdep: bool = True              # about 1.1x; --no-lockdep for raw speed
     fault: str = ""
     chaos: float = 0.0
+    schedule: str = "none"           # none, or pct: controlled scheduling (harness.sched)
+    pct_depth: int = 3               # PCT: bug depth d (d - 1 priority changes a round)
+    pct_steps: int = 2000            # PCT: scheduling points a round (k)
+    capture_lists: int = 0           # capture-list rows; 0: max(8, 2 * reclaimers)
+    boundscheck: bool = False        # run the kernels compiled with bounds checks
 
     def __post_init__(self):
         for f in OPTIONS:
@@ -63,6 +68,8 @@ class RunConfig:
         if self.reclaimers > self.threads:
             raise ConfigError(f"--reclaimers ({self.reclaimers}) cannot exceed --threads"
                               f" ({self.threads})")
+        if self.schedule == "none":
+            self.pct_depth, self.pct_steps = RunConfig.pct_depth, RunConfig.pct_steps
         if self.fault:
             from harness.faults import BY_NAME
             where = BY_NAME[self.fault].schemes
@@ -262,12 +269,32 @@ OPTIONS = (
     Option("stop_on_violation", "--keep-going", _bool, inverted=True,
            help="do not stop at the first violation"),
     Option("lockdep", "--lockdep", _bool,
-           help="validate lock order while running (class graph, cycles, declaration)"),
+           help="validate lock order while running (class graph, cycles, declaration);"
+                " on by default (about 1.1x), --no-lockdep to switch it off"),
     Option("fault", "--fault", _fault, str,
            help="switch on a seeded locking fault (see `python -m harness faults --list`)"),
     Option("chaos", "--chaos", _float(0.0, 1.0), parse_float, format_number,
            help="delay injection at race windows with this probability, e.g. 0.01"),
+    Option("schedule", "--schedule", _choice(("none", "pct")), str,
+           help="controlled scheduling at the race-window points: pct (priority changes,"
+                " one thread at a time through the points) or none (default)"),
+    Option("pct_depth", "--pct-depth", _int(1, 16), parse_int,
+           help="with --schedule pct: the bug depth d, d - 1 priority changes a round"
+                " (default 3)"),
+    Option("pct_steps", "--pct-steps", _int(1, 1 << 40), parse_int,
+           help="with --schedule pct: scheduling points a round, k (default 2000)"),
+    Option("capture_lists", "--capture-lists", _int(0, 4096), parse_int,
+           help="capture-list rows in the zone; 0: max(8, 2 x reclaimers) (default 0)"),
+    Option("boundscheck", "--boundscheck", _bool,
+           help="run the kernels compiled with bounds checks (own cache; a stray index is"
+                " reported with its kernel; about 2x slower, a first run compiles again)"),
 )
+
+# Workload presets (--preset NAME): defaults for other options; options given explicitly win.
+PRESETS = {
+    "reuse": {"threads": 4, "reclaimers": 2, "pages": 4096, "capture_lists": 2,
+              "reclaimer_held": 2},
+}
 BY_FIELD = {o.name: o for o in OPTIONS}
 assert set(BY_FIELD) == {f.name for f in fields(RunConfig)}, "every field needs a CLI option"
 
@@ -288,12 +315,18 @@ def add_options(parser):
         else:
             parser.add_argument(o.flag, dest=o.name, type=o.parse, default=None,
                                 metavar=o.name.upper(), help=o.help)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="workload preset: reuse = 2 capture-list rows, 2 reclaimers of"
+                             " 4 threads, 4096 pages (explicit options win)")
 
 
 def from_args(args, **overrides):
     """A RunConfig from parsed options (unset ones take their defaults)."""
     values = {o.name: getattr(args, o.name) for o in OPTIONS
               if getattr(args, o.name, None) is not None}
+    preset = getattr(args, "preset", None)
+    if preset:
+        values = {**PRESETS[preset], **values}
     if values.get("check_ms") and "invariants" not in values.get("detectors", DETECTORS):
         raise ConfigError("--check-ms needs the invariants detector (see --detectors)")
     values.update(overrides)

@@ -18,7 +18,8 @@ from harness.layout import F_FAULT, flags_row
 (NO_FAULT, FAULT_FREE_NO_BLOCK_LOCK, FAULT_ALLOC_NO_BLOCK_LOCK, FAULT_PUSH_NO_AREA_LOCK,
  FAULT_COUNT_OUTSIDE_LOCK, FAULT_CAPTURE_PLACE_UNLOCKED, FAULT_CAPTURE_BEFORE_BLOCK,
  FAULT_AREA_THEN_BLOCK, FAULT_STALE_BUDDY_ORDER, FAULT_LOST_COALESCING,
- FAULT_IGNORE_CAPTURED_BUDDY, FAULT_TOCTOU_CAPTURE_STATE, FAULT_EARLY_UNLOCK) = range(13)
+ FAULT_IGNORE_CAPTURED_BUDDY, FAULT_TOCTOU_CAPTURE_STATE, FAULT_EARLY_UNLOCK,
+ FAULT_UNLOCK_NO_WAKE) = range(14)
 
 
 @dataclass(frozen=True)
@@ -90,5 +91,11 @@ FAULTS = (
           " splits and marks it",
           "a free in the same block merges with halves that are still being published",
           ("invariants", "ownership", "poison"), True, ("fine",)),
+    Fault(FAULT_UNLOCK_NO_WAKE, "unlock-no-wake",
+          "lock_release clears a contended lock word but skips the futex wake",
+          "a sleeper waits on a free lock: a lost wakeup (the thread stalls until another"
+          " contended unlock happens to wake it)",
+          # Every lock in both schemes goes through lock_release (the zone lock included).
+          ("watchdog",), False, ("fine", "zone")),
 )
 BY_NAME = {f.name: f for f in FAULTS}

@@ -135,8 +135,9 @@ def key(root=ROOT, sources=None):
 
 
 def directory():
-    """This source tree's cache directory."""
-    return os.path.join(base(), key())
+    """This source tree's cache directory (its own one for the bounds-checked build)."""
+    bounds = os.environ.get("NUMBA_BOUNDSCHECK", "") not in ("", "0")
+    return os.path.join(base(), key() + ("-boundscheck" if bounds else ""))
 
 
 def install():
@@ -151,6 +152,9 @@ def install():
 
     path = directory()
     numba.config.CACHE_DIR = path
+    if path.endswith("-boundscheck"):
+        from harness.boundscheck import install as name_kernels
+        name_kernels()
     for name, module in list(sys.modules.items()):
         if module is None or name.split(".")[0] not in PACKAGES:
             continue

@@ -62,6 +62,12 @@ FLAG_FIELDS = ("lockdep", "trace", "fault", "chaos", "ownership", "poison", "sto
 (F_LOCKDEP, F_TRACE, F_FAULT, F_CHAOS, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION,
  F_CAPTURE_AUDIT) = _fields(FLAG_FIELDS)
 
+SCHED_FIELDS = ("mode", "depth", "steps", "seed", "step")   # controlled scheduling (harness.sched)
+SC_MODE, SC_DEPTH, SC_STEPS, SC_SEED, SC_STEP = _fields(SCHED_FIELDS)
+SCHED_OFF, SCHED_PCT = 0, 1
+
+REDZONE_FIELDS = ("must stay zero",)    # the last row: where a stray index -1 lands
+
 SCHEME_ZONE, SCHEME_FINE = 0, 1
 SCHEMES = {"zone": SCHEME_ZONE, "fine": SCHEME_FINE}
 
@@ -76,10 +82,14 @@ ZONE_ROWS = (
     ("ctl", 1, CTL_FIELDS, "control words: runner, lockdep"),
     ("meta", 1, META_FIELDS, "geometry and scheme, fixed at construction"),
     ("flags", 1, FLAG_FIELDS, "detectors, fault and chaos, fixed during a run"),
+    ("sched", 1, SCHED_FIELDS, "controlled scheduling: mode, PCT depth, round length, step"),
+    ("redzone", 1, REDZONE_FIELDS, "zero; a write at index -1 lands here, not in the flags"),
 )
 TAIL_ROWS = tuple(name for name, rows, _, _ in ZONE_ROWS if rows == 1)
 assert [name for name, *_ in ZONE_ROWS[-len(TAIL_ROWS):]] == list(TAIL_ROWS)
-LOCKDEP_BACK, CTL_BACK, META_BACK, FLAGS_BACK = (len(TAIL_ROWS) - k for k in range(len(TAIL_ROWS)))
+LOCKDEP_BACK, CTL_BACK, META_BACK, FLAGS_BACK, SCHED_BACK, REDZONE_BACK = (
+    len(TAIL_ROWS) - k for k in range(len(TAIL_ROWS)))
+assert REDZONE_BACK == 1, "the redzone must be the last row"
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
@@ -102,6 +112,11 @@ def flags_row(z):
     return z.shape[0] - FLAGS_BACK
 
 
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def sched_row(z):
+    return z.shape[0] - SCHED_BACK
+
+
 def ctl_row_py(z):
     """Python-side twin of `ctl_row`."""
     return z.shape[0] - CTL_BACK
@@ -121,8 +136,14 @@ AUX_FIELDS = ("chaos_rng", "chaos_hits", "slept_holding", "slept_class", "slept_
 (A_CHAOS_RNG, A_CHAOS_HITS, A_SLEPT_HOLDING, A_SLEPT_CLASS, A_SLEPT_WAITING, A_ABORTED,
  A_SLEPT_STAMP, A_UNHELD_STAMP) = _fields(AUX_FIELDS)
 
-CAPSTAT_FIELDS = ("own", "other", "merged")    # the last finished capture list's statistics
-CS_OWN, CS_OTHER, CS_MERGED = _fields(CAPSTAT_FIELDS)
+WITNESS_FIELDS = ("count", "kind", "lock", "other", "site", "stamp")   # harness.witness
+(W_COUNT, W_KIND, W_LOCK, W_OTHER, W_SITE, W_STAMP) = _fields(WITNESS_FIELDS)
+
+TSCHED_FIELDS = ("state", "prio", "round", "points", "waits", "changes", "timeouts")
+(TS_STATE, TS_PRIO, TS_ROUND, TS_POINTS, TS_WAITS, TS_CHANGES, TS_TIMEOUTS) = _fields(TSCHED_FIELDS)
+
+CAPSTAT_FIELDS = ("own", "other", "merged", "found")  # the last finished capture list's
+CS_OWN, CS_OTHER, CS_MERGED, CS_FOUND = _fields(CAPSTAT_FIELDS)   # statistics, pages found on it
 
 RING_FIELDS = ("op", "pfn", "order", "stamp")  # one flight-recorder entry
 R_OP, R_PFN, R_ORDER, R_STAMP = _fields(RING_FIELDS)
@@ -146,6 +167,8 @@ THREAD_ROWS = (
      "lockdep: [held class, taken class] = its first stamp"),
     ("aux", 1, AUX_FIELDS, "chaos RNG, abort mark, lockdep's sleep/unlock records"),
     ("capstat", 1, CAPSTAT_FIELDS, "the last finished capture list's statistics"),
+    ("witness", 1, WITNESS_FIELDS, "mutual-exclusion witness: first finding, count"),
+    ("sched", 1, TSCHED_FIELDS, "controlled scheduling: state, priority, round, counts"),
     ("count", COUNT_ROWS, ("counter",) * W, "worker counters (workers.counters)"),
     ("viol", VIOL_ROWS, ("violation field",) * W, "first violations found (workers.detectors)"),
     ("ring", RING // RING_PER_ROW, RING_FIELDS * RING_PER_ROW,
@@ -163,8 +186,8 @@ def _offsets(rows):
 
 
 _T, T_ROWS = _offsets(THREAD_ROWS)
-T_STATE, T_HELD, T_EDGE0, T_EDGE_STAMP0, T_AUX, T_CAPSTAT, T_COUNT0, T_VIOL0, T_RING0 = (
-    _T[name] for name, *_ in THREAD_ROWS)
+(T_STATE, T_HELD, T_EDGE0, T_EDGE_STAMP0, T_AUX, T_CAPSTAT, T_WITNESS, T_SCHED, T_COUNT0,
+ T_VIOL0, T_RING0) = (_T[name] for name, *_ in THREAD_ROWS)
 assert T_EDGE_STAMP0 - T_EDGE0 == H.NCLASSES, "one lockdep edge row per lock class"
 assert T_AUX - T_EDGE_STAMP0 == H.NCLASSES, "one lockdep edge-stamp row per lock class"
 
@@ -254,4 +277,5 @@ class Sections:
         self.lock0 = int(meta[M_BLOCK0]) - 1
         self.locks = z[self.lock0:rows - len(TAIL_ROWS)]
         self.meta, self.flags, self.ctl = meta, z[rows - FLAGS_BACK], z[rows - CTL_BACK]
+        self.sched, self.redzone = z[rows - SCHED_BACK], z[rows - REDZONE_BACK]
         self.lockdep = z[rows - LOCKDEP_BACK]

@@ -10,7 +10,11 @@ Every verb tells lockdep (harness.lockdep_record) when it is on and injects
 chaos around the lock.  A verb that takes a lock returns False when its
 wait was aborted; from then on the thread is marked aborted: it takes and
 releases nothing more (so it can never drop a lock another thread holds),
-and its kernels return ABORTED at once.  Also here: which lock row guards what.
+and its kernels return ABORTED at once.  Every verb also feeds the
+mutual-exclusion witness (harness.witness): a thread that would wait for a lock
+it already holds is reported as recursive locking and does not wait (it is
+marked aborted), and a release by a thread that is not the owner is named.
+Also here: which lock row guards what.
 """
 
 from numba import njit
@@ -20,7 +24,8 @@ from harness.chaos import chaos
 from harness.layout import (A_ABORTED, F_LOCKDEP, M_AREA0, M_BLOCK0, M_CAP0, M_POOL0, M_SCHEME,
                             NAREAS, SCHEME_ZONE, T_AUX, TOP, flags_row, meta_row)
 from harness.lockdep_record import lockdep_forget, lockdep_note, lockdep_note_try
-from harness.locks import lock_acquire, lock_release, lock_try
+from harness.locks import L_OWNER, lock_acquire, lock_release, lock_try
+from harness.witness import WK_RECURSIVE, WK_RELEASE_NOT_OWNER, witness
 
 
 # ---------------------------------------------------------------- which lock row guards what
@@ -73,6 +78,10 @@ def lock(z, t, me, lk, site):
     if aborted(t, me):
         return False
     chaos(z, t, me)
+    if z[lk, L_OWNER] == me + 1:            # only `me` can have written me + 1
+        witness(z, t, me, WK_RECURSIVE, lk, me, site)
+        t[me, T_AUX, A_ABORTED] = 1
+        return False
     if z[flags_row(z), F_LOCKDEP] != 0:
         lockdep_note(z, t, me, lk, site)
     if lock_acquire(z, lk, me, t):
@@ -90,6 +99,9 @@ def unlock(z, t, me, lk):
         return
     if z[flags_row(z), F_LOCKDEP] != 0:
         lockdep_forget(z, t, me, lk)
+    owner = z[lk, L_OWNER]
+    if owner != me + 1:
+        witness(z, t, me, WK_RELEASE_NOT_OWNER, lk, owner - 1, -1)
     lock_release(z, lk)
     chaos(z, t, me)
 
@@ -128,7 +140,7 @@ def fine_trylock(z, t, me, lk):
     """Take an inner lock only if free: joins the held stack but adds no lockdep edge."""
     if zone_scheme(z):
         return True
-    if aborted(t, me) or not lock_try(z, lk, me):
+    if aborted(t, me) or not lock_try(z, lk, me, t):
         return False
     if z[flags_row(z), F_LOCKDEP] != 0:
         lockdep_note_try(z, t, me, lk)

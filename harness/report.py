@@ -53,7 +53,9 @@ def summary(result, path=None):
     if result.get("wait_for"):
         wf = result["wait_for"]
         for e in wf["edges"]:
-            lines.append(f"  thread {e['thread']} waits for {e['waits_for_lock']}"
+            lines.append(f"  thread {e['thread']} waits for {e['waits_for_lock']}, held by nobody:"
+                         f" lost wakeup" if e.get("lost_wakeup") else
+                         f"  thread {e['thread']} waits for {e['waits_for_lock']}"
                          f" held by thread {e['held_by']}")
         if wf["cycle"]:
             lines.append("  wait-for cycle: " + " -> ".join(f"thread {n}" for n in wf["cycle"] +

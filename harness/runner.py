@@ -19,9 +19,14 @@ import psutil
 
 from harness import layout as L
 from harness.clock import Clock
-from harness.config import ALLOC_MIX, DETECTORS, RECLAIM_MIX, RunConfig, repro_command, to_dict
+from harness import boundscheck
+from harness.config import ALLOC_MIX, DETECTORS, RECLAIM_MIX, RunConfig, repro_command, to_argv, \
+    to_dict
 from harness.invariants import check_zone, pages_of
-from harness.locks import L_ACQ, L_CLASS, L_CONT, L_WAIT_NS, L_OWNER, wake_all
+from harness.locks import L_ACQ, L_CLASS, L_CONT, L_WAIT_NS, L_OWNER, L_WORD, wake_all, \
+    wake_locks
+from harness import sched as S
+from harness.witness import describe as describe_witness, thread_witness
 from harness.tracing import thread_ring
 from harness import faults as F
 from harness import hierarchy as H
@@ -43,7 +48,8 @@ class Run:
 
     def __init__(self, cfg: RunConfig, progress=None):
         self.cfg, self.progress = cfg, progress
-        self.z = L.new_zone_table(cfg.pages, cfg.locking, max(8, 2 * cfg.reclaimers))
+        self.z = L.new_zone_table(cfg.pages, cfg.locking,
+                                  cfg.capture_lists or max(8, 2 * cfg.reclaimers))
         self.sec = L.Sections(self.z)
         self.t = L.new_thread_table(cfg.threads)
         flags = self.sec.flags
@@ -55,6 +61,10 @@ class Run:
         flags[L.F_LOCKDEP] = cfg.lockdep
         flags[L.F_FAULT] = F.BY_NAME[cfg.fault].id if cfg.fault else F.NO_FAULT
         flags[L.F_CHAOS] = int(cfg.chaos * (1 << 20))
+        sched = self.sec.sched
+        sched[L.SC_MODE] = L.SCHED_PCT if cfg.schedule == "pct" else L.SCHED_OFF
+        sched[L.SC_DEPTH], sched[L.SC_STEPS], sched[L.SC_SEED] = \
+            cfg.pct_depth, cfg.pct_steps, cfg.seed
         self.workers = Workers(cfg, self.z, self.t)   # after the flags: it poisons pages
         self.epoch = 0
         self.checks, self.check_violations = 0, []
@@ -64,12 +74,19 @@ class Run:
         self.ended_by = None            # time, violation, hang, interrupted, workers exited
         self.unjoined, self.stalled, self.wait_for = [], [], None
         self.detected_s = {}            # detector -> seconds from start to its first finding
+        self.crashes = []               # a worker's exception (the bounds-checked build)
 
     def role(self, i):
         return self.workers.role(i)
 
     def _body(self, i):
-        self.workers.body(i)
+        try:
+            self.workers.body(i)
+        except IndexError as exc:       # only the bounds-checked build raises (harness.boundscheck)
+            self.crashes.append({"thread": i, "error": str(exc), "ns": time.monotonic_ns()})
+            self.sec.ctl[L.CTL_STOP] = 1
+        finally:
+            self.t[i, L.T_SCHED, L.TS_STATE] = S.DONE       # the scheduler waits for it no more
 
     # -- control words
     def _ctl(self, col, value):
@@ -215,9 +232,14 @@ class Run:
             self.ended_by = "hang"
             self.wait_for = self.wait_for_graph()
             self._ctl(L.CTL_ABORT, 1)                  # every lock wait gives up now
-            for th in threads:
-                if th.ident is not None:
-                    th.join(timeout=2.0)
+            deadline = time.monotonic() + 2.0
+            while any(th.is_alive() for th in threads) and time.monotonic() < deadline:
+                # Waits sleep until woken: wake every lock word, again until they are gone
+                # (a waiter may have checked the abort word just before it was set).
+                wake_locks(self.z, self.sec.lock0, self.sec.lock0 + len(self.sec.locks))
+                for th in threads:
+                    if th.ident is not None:
+                        th.join(timeout=0.01)
         self.unjoined = [th.name for th in threads if th.is_alive()]
 
     def sample(self, elapsed):
@@ -240,10 +262,14 @@ class Run:
             if row < 0:
                 continue
             holder = int(self.z[row, L_OWNER]) - 1
-            graph.append({"thread": i, "waits_for_lock": lock_name(self.sec, row),
-                          "held_by": holder,
-                          "class": H.CLASS_NAMES[int(self.z[row, L_CLASS])]})
-        cycle = find_cycle({g["thread"]: g["held_by"] for g in graph})
+            edge = {"thread": i, "waits_for_lock": lock_name(self.sec, row), "held_by": holder,
+                    "class": H.CLASS_NAMES[int(self.z[row, L_CLASS])]}
+            if holder < 0:
+                # Asleep on a lock nobody holds: its release did not wake it.
+                edge["lost_wakeup"] = True
+                edge["lock_word"] = int(self.z[row, L_WORD])
+            graph.append(edge)
+        cycle = find_cycle({g["thread"]: g["held_by"] for g in graph if g["held_by"] >= 0})
         return {"edges": graph, "cycle": cycle,
                 "held": {i: [lock_name(self.sec, lock0 + int(r)) for r in
                              np.nonzero(locks[:, L_OWNER] == i + 1)[0]]
@@ -307,12 +333,33 @@ def run_stress(cfg: RunConfig, progress=None, warm_s=None):
 
     Returns the finalized result dict (harness.result), verdict included.
     """
+    if cfg.boundscheck and not boundscheck.active():
+        return run_bounds_checked(cfg)
     if warm_s is None:
         warm_s = warm_up()
     run = Run(cfg, progress)
     wall, cpu = run.execute()
     end = run.finish()
     return R.finalize(collect(run, wall, cpu, warm_s, end))
+
+
+def run_bounds_checked(cfg, timeout=None):
+    """`cfg` run by `python -m harness stress --boundscheck --json` in a bounds-checked process."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-m", "harness", "stress", *to_argv(cfg), "--json",
+                               "--report-dir", tmp], cwd=root, capture_output=True, text=True,
+                              env=dict(os.environ, **{boundscheck.ENV: "1"}),
+                              timeout=timeout or cfg.seconds + 900)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise RuntimeError(f"the bounds-checked run failed (exit {proc.returncode}):"
+                           f" {proc.stderr.strip()[-2000:]}") from None
 
 
 def collect(run, wall, cpu, warm, end):
@@ -335,6 +382,7 @@ def collect(run, wall, cpu, warm, end):
         v["race"] = race.explain(v, events)
     lockdep_analysis = run.lockdep_analysis() if cfg.lockdep else None
     tot = R.totals(threads, wall)
+    witness = witness_findings(run)
     return {
         "schema": R.SCHEMA, "version": R.VERSION, "kind": "stress",
         "config": to_dict(cfg),
@@ -368,8 +416,38 @@ def collect(run, wall, cpu, warm, end):
         "detection_s": detection_times(run, violations, lockdep_analysis),
         "detection_resolution_s": detection_resolution(cfg),
         "chaos_hits": int(t[:, L.T_AUX, L.A_CHAOS_HITS].sum()),
+        "witness": witness,
+        "crashes": run.crashes,
+        "redzone": [int(x) for x in np.nonzero(sec.redzone)[0]],
+        "schedule": schedule_stats(run),
         "warnings": warnings(cfg, run, tot, per_class, wall, cpu),
     }
+
+
+def witness_findings(run):
+    """The mutual-exclusion witness's findings, one per thread, each with a one-line text."""
+    out = []
+    for i in range(run.cfg.threads):
+        w = thread_witness(run.t, i)
+        if w:
+            w["lock"] = lock_name(run.sec, w["lock_row"])
+            site = H.SITES[w["site"]] if 0 <= w["site"] < len(H.SITES) else None
+            w["text"] = describe_witness(w, lambda row: lock_name(run.sec, row), site)
+            w["ns"] = run.clock.ns(w.pop("stamp"))
+            out.append(w)
+    return out
+
+
+def schedule_stats(run):
+    """What the controlled scheduler did (None when it was off)."""
+    if run.cfg.schedule == "none":
+        return None
+    s = run.t[:, L.T_SCHED]
+    return {"mode": run.cfg.schedule, "depth": run.cfg.pct_depth, "steps": run.cfg.pct_steps,
+            "points": int(s[:, L.TS_POINTS].sum()),
+            "rounds": int(run.sec.sched[L.SC_STEP]) // run.cfg.pct_steps,
+            "waits": int(s[:, L.TS_WAITS].sum()), "changes": int(s[:, L.TS_CHANGES].sum()),
+            "timeouts": int(s[:, L.TS_TIMEOUTS].sum())}
 
 
 def detection_times(run, violations, analysis):
@@ -382,6 +460,8 @@ def detection_times(run, violations, analysis):
     out = dict(run.detected_s)
     exact = {}
     stamped = [(v["detector"], v["ns"]) for v in violations]
+    stamped += [("witness", w["ns"]) for w in witness_findings(run)]
+    stamped += [("boundscheck", c["ns"]) for c in run.crashes]
     stamped += [("lockdep", run.clock.ns(p["stamp"]))
                 for p in (analysis or {}).get("problems", []) if p.get("stamp")]
     for detector, ns in stamped:
@@ -394,7 +474,7 @@ def detection_times(run, violations, analysis):
 
 def detection_resolution(cfg):
     """How precisely each detector's time to detection is known, in seconds."""
-    return {"ownership": 0.0, "poison": 0.0, "lockdep": 0.0,
+    return {"ownership": 0.0, "poison": 0.0, "lockdep": 0.0, "witness": 0.0, "boundscheck": 0.0,
             "invariants": cfg.check_ms / 1000 if cfg.check_ms else None,
             "watchdog": POLL_S}
 

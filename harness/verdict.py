@@ -9,13 +9,27 @@ EXIT_CLEAN, EXIT_VIOLATION, EXIT_USAGE, EXIT_HANG, EXIT_WRITE = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130          # SIGINT; SIGTERM and SIGHUP give 128 + their number
 
 
+def describe_violation(v):
+    """One line for a worker finding; says who else is involved where the kind has someone."""
+    head = f"{v['detector']}: {v['kind']}"
+    if v["kind"] == "double_allocation":
+        other = v.get("found")
+        whose = "another block of its own" if other == v["thread"] else \
+            f"a block that thread {other} holds" if other is not None else "a claimed block"
+        return (f"{head}: thread {v['thread']} allocated pfn {v['pfn']} (order {v['order']}),"
+                f" whose page {v['page']} is inside {whose}")
+    if v["kind"] == "capture_list_gained_pages":
+        return (f"{head}: capture list {v['page']} ended with {v['found']} pages but its uses"
+                f" placed only {v['expected']} on it (thread {v['thread']})")
+    return (f"{head} at pfn {v['pfn']} (order {v['order']}, page {v['page']},"
+            f" thread {v['thread']})")
+
+
 def findings(result):
     """Every finding as (group key, text), in detection order (empty for a clean run)."""
     out = []
     for v in result["worker_violations"]:
-        out.append(((v["detector"], v["kind"]),
-                    f"{v['detector']}: {v['kind']} at pfn {v['pfn']} (order {v['order']},"
-                    f" page {v['page']}, thread {v['thread']})"))
+        out.append(((v["detector"], v["kind"]), describe_violation(v)))
     for v in result["invariant_violations"]:
         out.append((("invariants", v["kind"]), f"invariants: {v['kind']}: {v['message']}"))
     end = result["end"]
@@ -25,12 +39,23 @@ def findings(result):
     if end.get("fresh_after_drain") is False:
         out.append((("drain", "not_fresh"), "drain: after giving everything back the zone is"
                     " not all order-10 blocks"))
+    for w in result.get("witness") or []:
+        out.append((("witness", w["kind"]), f"witness: {w['kind']}: {w['text']}"))
+    for c in result.get("crashes") or []:
+        out.append((("boundscheck",), f"boundscheck: thread {c['thread']}: {c['error']}"))
+    if result.get("redzone"):
+        out.append((("redzone",), "redzone: a stray write at index -1 of the zone table"
+                    f" (fields {result['redzone']} of the last row are not zero)"))
     lockdep = result.get("lockdep") or {}
     for p in lockdep.get("problems", []):
         out.append((("lockdep", p["kind"], p["summary"]), f"lockdep: {p['kind']}: {p['summary']}"))
     if result["outcome"] == "hang":
+        lost = [e for e in (result.get("wait_for") or {}).get("edges", [])
+                if e.get("lost_wakeup")]
+        why = "".join(f"; thread {e['thread']} waits for {e['waits_for_lock']}, held by nobody:"
+                      f" lost wakeup" for e in lost)
         out.append((("watchdog",), f"watchdog: no progress from threads"
-                    f" {result['stalled_threads']}"))
+                    f" {result['stalled_threads']}{why}"))
     return out
 
 

@@ -34,7 +34,7 @@ from harness import hierarchy as H
 from harness.atomics import cas, store_release
 from harness.chaos import chaos
 from harness.faults import fault
-from harness.layout import (ALLOC, CAPTURED, CLOSED, CS_MERGED, CS_OTHER, CS_OWN, FREE,
+from harness.layout import (ALLOC, CAPTURED, CLOSED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, FREE,
                             GENERATION, LS_COUNT, LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN, LS_OWNER,
                             LS_STATE, LS_WANTED, M_LIST0, M_NCAP, NAREAS, OPEN, PG_LIST, PG_NEXT,
                             PG_ORDER, PG_OWNER, PG_PREV, PG_STATE, PHASE_MASK, TAIL, TOP,
@@ -199,6 +199,12 @@ def capture_finish(z, t, me, lst):
     t[me, T_CAPSTAT, CS_OTHER] = z[row, LS_OTHER]
     t[me, T_CAPSTAT, CS_MERGED] = z[row, LS_MERGED]
     chain = z[row, LS_HEAD]
+    found = 0                          # the pages this use of the list ends with (CLOSED: ours)
+    p = chain
+    while p >= 0:
+        found += 1 << z[p, PG_ORDER]
+        p = z[p, PG_NEXT]
+    t[me, T_CAPSTAT, CS_FOUND] = found
     z[row, LS_HEAD] = -1
     z[row, LS_COUNT] = 0
     wanted = z[row, LS_WANTED]
@@ -286,8 +292,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
                 return ABORTED
             unlink(z, order, buddy)
             fine_unlock(z, t, me, lk)
-            if target >= 0:
-                merged += 1 << order
+            merged += 1 << order        # counts only if it ends on a capture list
         else:
             lst = z[buddy, PG_LIST]
             lk = capture_lock(z, lst)

@@ -44,9 +44,10 @@ def test_thread_rows_are_contiguous_and_sized_from_their_tables():
 def test_tail_rows_of_the_zone_table():
     z = L.new_zone_table(2048, "fine", 4)
     sec = L.Sections(z)
-    assert L.ctl_row_py(z) == z.shape[0] - 3 == L.ctl_row(z)
-    assert L.meta_row(z) == z.shape[0] - 2 and L.flags_row(z) == z.shape[0] - 1
-    assert L.lockdep_row(z) == z.shape[0] - 4
+    assert L.ctl_row_py(z) == z.shape[0] - 5 == L.ctl_row(z)
+    assert L.meta_row(z) == z.shape[0] - 4 and L.flags_row(z) == z.shape[0] - 3
+    assert L.lockdep_row(z) == z.shape[0] - 6 and L.sched_row(z) == z.shape[0] - 2
+    assert not sec.redzone.any() and sec.redzone is not sec.flags
     assert sec.meta[L.M_PAGES] == 2048 and sec.meta[L.M_NCAP] == 4
     assert sec.lockdep[L.LD_ALLOWED] == L.allowed_mask("fine") != 0
     assert L.allowed_mask("zone") == 0

@@ -89,7 +89,9 @@ def configs(draw):
         check_ms=draw(st.integers(0, 5000)) if "invariants" in detectors else 0,
         stall_s=draw(st.floats(C.MIN_STALL_S, 100)), stop_on_violation=draw(st.booleans()),
         lockdep=draw(st.booleans()), fault=draw(st.sampled_from(faults)),
-        chaos=draw(st.floats(0, 1)))
+        chaos=draw(st.floats(0, 1)), schedule=draw(st.sampled_from(["none", "pct"])),
+        pct_depth=draw(st.integers(1, 16)), pct_steps=draw(st.integers(1, 1 << 40)),
+        capture_lists=draw(st.integers(0, 4096)), boundscheck=draw(st.booleans()))
 
 
 def parse_back(argv):
@@ -115,10 +117,10 @@ def test_every_config_field_has_a_cli_option():
 def test_campaign_trial_command_carries_its_check_and_stall_settings():
     import dataclasses
     template = C.RunConfig(threads=2, reclaimers=1, seconds=10, seed=1, pages=16384,
-                           lockdep=True, chaos=0.02, check_ms=50, stall_s=2.0)
+                           lockdep=False, chaos=0.02, check_ms=50, stall_s=2.0)
     cfg = dataclasses.replace(template, seed=4, fault="stale-buddy-order")
     argv = C.to_argv(cfg)
-    assert "--check-ms" in argv and "--stall-seconds" in argv and "--lockdep" in argv
+    assert "--check-ms" in argv and "--stall-seconds" in argv and "--no-lockdep" in argv
     assert parse_back(argv) == cfg
 
 
@@ -154,7 +156,7 @@ SILENT = {
     "empty detectors": (["stress", "--detectors", ""], "--detectors"),
     "empty report dir": (["stress", "--report-dir", ""], "report folder"),
     "stall too short": (["stress", "--stall-seconds", "0.001"], "--stall-seconds"),
-    "dot without lockdep": (["stress", "--dot", "x.dot"], "--lockdep"),
+    "dot without lockdep": (["stress", "--no-lockdep", "--dot", "x.dot"], "--lockdep"),
     "check-ms without invariants": (["stress", "--detectors", "poison", "--check-ms", "100"],
                                     "--check-ms"),
     "faults: too many threads": (["faults", "--threads", "300"], "--threads"),
@@ -331,7 +333,7 @@ def test_repeated_problems_are_grouped_with_a_count():
     r = fake_result(worker_violations=[v, v, v, dict(v, pfn=7)])
     found = problems(r)
     assert len(found) == 1
-    assert found[0].startswith("ownership: double_allocation at pfn 50112")
+    assert found[0].startswith("ownership: double_allocation: thread 0 allocated pfn 50112")
     assert "[and 3 more like it]" in found[0]
     assert grade(r) == ("VIOLATIONS", 1)
 

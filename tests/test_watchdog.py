@@ -39,7 +39,7 @@ def test_real_deadlock_is_caught_and_explained(warmed):
     assert worker_threads() == []
     t0 = time.monotonic()
     result = run_stress(RunConfig(fault="area-then-block", stall_s=1.0, seconds=20,
-                                  pages=16384, threads=2, reclaimers=1, seed=1))
+                                  pages=16384, threads=2, reclaimers=1, seed=1, lockdep=False))
     elapsed = time.monotonic() - t0
 
     assert result["outcome"] == "hang", (result["outcome"], result["detection_s"])
@@ -83,7 +83,7 @@ def test_real_deadlock_is_caught_and_explained(warmed):
 def test_cli_reports_the_wait_for_cycle_and_exits_3(tmp_path, warmed):
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "harness", "stress", "--fault", "area-then-block",
+        [sys.executable, "-m", "harness", "stress", "--fault", "area-then-block", "--no-lockdep",
          "--stall-seconds", "1", "--seconds", "20", "--threads", "2", "--pages", "16384",
          "--report-dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=90)

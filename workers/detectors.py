@@ -8,7 +8,8 @@ Switched by flags in the zone table:
   poison     a free page holds POISON; allocation checks it and stamps the
              pages with a per-allocation tag, which free checks and re-poisons.
   invariants besides the runner's quiescent checks: a reclaimer audits its own
-             open capture list before finishing it (`audit_capture`).
+             open capture list before finishing it (`audit_capture`), and checks
+             each use's page balance when it finishes (`check_capture_balance`).
 A finding is recorded in the thread's own violation rows (`violation`), which
 `thread_violations` decodes with the same field table.
 """
@@ -18,9 +19,10 @@ from numba import njit
 from harness import hierarchy as H
 from harness import zone as Z
 from harness.atomics import cas, cycle_counter, store_release
-from harness.layout import (CAPTURED, CTL_STOP, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION, FREE,
+from harness.layout import (CAPTURED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, CTL_STOP,
+                            F_CAPTURE_AUDIT, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION, FREE,
                             LS_HEAD, PG_CLAIM, PG_LIST, PG_NEXT, PG_ORDER, PG_STAMP, PG_STATE,
-                            T_COUNT0, T_NVIOL, T_STATE, T_VIOL0, TOP, VIOL_ROWS, W, ctl_row,
+                            T_CAPSTAT, T_COUNT0, T_NVIOL, T_STATE, T_VIOL0, TOP, VIOL_ROWS, W, ctl_row,
                             flags_row)
 from harness.lockverbs import block_lock, capture_lock, fine_lock, fine_unlock, zone_enter, \
     zone_leave
@@ -44,9 +46,10 @@ KINDS = (
     (5, "allocator_rejected_valid_free", "invariants"),
     (6, "new_capture_list_not_empty", "invariants"),
     (7, "captured_block_beside_free_buddy", "invariants"),
+    (8, "capture_list_gained_pages", "invariants"),
 )
 (K_DOUBLE_ALLOC, K_NOT_OWNER, K_POISON, K_STAMP, K_REJECTED_FREE, K_STALE_CAPTURE,
- K_UNMERGED_CAPTURE) = (k for k, _, _ in KINDS)
+ K_UNMERGED_CAPTURE, K_CAPTURE_BALANCE) = (k for k, _, _ in KINDS)
 KIND_NAMES = {k: name for k, name, _ in KINDS}
 KIND_DETECTORS = {k: det for k, _, det in KINDS}
 
@@ -186,3 +189,20 @@ def audit_capture(z, t, me, lst, scratch):
         fine_unlock(z, t, me, blk)
     zone_leave(z, t, me)
     return True
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def check_capture_balance(z, t, me, lst):
+    """Invariant detector when a use of capture list `lst` has just finished.
+
+    Pages reach a list only by placements, which count them (own, other, merged);
+    they leave it only by merges into another list, or at the finish.  So a use
+    ends with at most the pages counted into it: more is a block placed on it
+    by a free that set out for another use of the row (a reuse race).
+    """
+    if flag(z, F_CAPTURE_AUDIT):
+        counted = t[me, T_CAPSTAT, CS_OWN] + t[me, T_CAPSTAT, CS_OTHER] + \
+            t[me, T_CAPSTAT, CS_MERGED]
+        found = t[me, T_CAPSTAT, CS_FOUND]
+        if found > counted:
+            violation(z, t, me, K_CAPTURE_BALANCE, -1, 0, lst, counted, found)

@@ -19,7 +19,8 @@ from workers.config import (CFG_BATCH_MIN, CFG_BATCH_MUL, CFG_CAPTURE, CFG_RCDF0
 from workers.counters import (C_ABORTS, C_ALLOC_FAIL, C_CAP_MERGED, C_CAP_NOSLOT, C_CAP_OTHER,
                               C_CAP_OWN, C_DELIVERED, C_FREES, C_HIGH_DIRECT0, C_HIGH_OK0,
                               C_HIGH_TRY0, C_OPS, C_RECLAIMED, C_RECLAIMS, C_RETRY_OK, count)
-from workers.detectors import (K_STALE_CAPTURE, PAGECACHE, audit_capture, flag, free_checked,
+from workers.detectors import (K_STALE_CAPTURE, PAGECACHE, audit_capture, check_capture_balance,
+                               flag, free_checked,
                                hand_over, pagecache_tag, violation)
 from workers.held import held_take, keep_block
 from workers.pagecache import pool_take
@@ -57,6 +58,7 @@ def reclaim(z, t, me, pool, batch, cfg, wanted):
         pfn = Z.capture_finish(z, t, me, lst)
         if pfn == Z.ABORTED:
             return Z.ABORTED
+        check_capture_balance(z, t, me, lst)
         # the list's statistics, as capture_finish read them under the list's lock
         count(t, me, C_CAP_OWN, t[me, T_CAPSTAT, CS_OWN])
         count(t, me, C_CAP_OTHER, t[me, T_CAPSTAT, CS_OTHER])
