@@ -391,7 +391,7 @@ def cmd_nightly(args):
             out = args.out or _new_out_dir()
             prepare_dir(out)
             night = N.merge(parts, out, history, label=args.label)
-            return _publish_night(night, out, say)
+            return _publish_night(night, out, say)     # shards never write the history
         if args.paths:
             raise UsageError(f"unexpected argument {args.paths[0]!r}")
         matrix = M.load(args.matrix)
@@ -438,7 +438,10 @@ def cmd_nightly(args):
         say(f"shard {shard[0]}/{shard[1]} written: {part}; merge all shards with"
             " `python -m harness nightly merge DIR...`")
         return 0
-    night = N.merge([part], out, history, label=args.label)
+    try:
+        night = N.merge([part], out, history, label=args.label)
+    except (N.NightlyError, H.HistoryError) as err:
+        raise UsageError(str(err)) from None
     return _publish_night(night, out, say)
 
 

@@ -259,17 +259,17 @@ def run_part(the_plan, engine_factory, out_dir, history_path=None, repro=REPRO_R
         progress.end()
         known = H.known_buckets(history_path)
         found = B.group([r for r in records if r["kind"] == "cell"])
-        again = []
-        for sig, b in found.items():
-            if sig in known or not repro:
-                continue
-            first = next(t for t in the_plan.trials if t.id == b["first_trial"])
+        again, firsts = [], []
+        for sig, b in found.items():      # one set of re-runs per trial, however many buckets
+            if sig not in known and repro and b["first_trial"] not in firsts:
+                firsts.append(b["first_trial"])
+        for tid in firsts:
+            first = next(t for t in the_plan.trials if t.id == tid)
             again += [dataclasses.replace(first, id=f"{first.id}/repro-{k + 1}", kind="repro",
-                                          meta=first.meta + (("repro_of", sig),))
+                                          meta=first.meta + (("repro_of", first.id),))
                       for k in range(repro)]
         if again:
-            say(f"re-running the first trial of {len(again) // repro} new bucket(s)"
-                f" {repro} times each")
+            say(f"re-running {len(firsts)} trial(s) that found new buckets, {repro} times each")
             progress = Progress(len(again))
             engine.run(again, deadline=time.monotonic() + max(
                 0.0, deadline - time.monotonic() + the_plan.trial_s))
@@ -410,7 +410,9 @@ def merge(part_paths, out_dir, history_path, label=None, write_history=True, say
     cell_records = [r for r in records if r["kind"] == "cell"]
     found = B.group(cell_records)
     for sig, b in found.items():
-        again = [r for r in records if r["kind"] == "repro" and r.get("repro_of") == sig
+        origins = {r["id"] for r in cell_records if any(s == sig for s, _ in
+                                                       r.get("signatures", []))}
+        again = [r for r in records if r["kind"] == "repro" and r.get("repro_of") in origins
                  and r["status"] not in (T.NOT_RUN, T.LOST, T.INTERRUPTED)]
         if again:
             hit = sum(any(s == sig for s, _ in r.get("signatures", [])) for r in again)
