@@ -53,7 +53,7 @@ CREATE TABLE buckets (signature TEXT PRIMARY KEY, title TEXT NOT NULL,
 CREATE TABLE bucket_nights (night INTEGER NOT NULL REFERENCES nights(id),
     signature TEXT NOT NULL REFERENCES buckets(signature), count INTEGER NOT NULL,
     ran INTEGER NOT NULL, kill_rate REAL, ci_low REAL, ci_high REAL, median_ttd_s REAL,
-    state TEXT NOT NULL, PRIMARY KEY (night, signature));
+    state TEXT NOT NULL, cells TEXT NOT NULL, PRIMARY KEY (night, signature));
 CREATE INDEX trials_cell ON trials (cell, night);
 """
 

@@ -2,7 +2,7 @@
 
 GitLab, Jenkins and GitHub test reporters read this.  A cell fails with its
 bucket titles as the message and the reproduction commands in system-out; a
-canary fails when any of its runs escaped; a cell none of whose trials ran
+canary fails when any of its runs was not caught by a detector the fault declares; a cell none of whose trials ran
 is skipped.  No seed or time ever enters a name.
 """
 
@@ -21,6 +21,7 @@ def render(night):
     for name in (night.get("matrix") or {}).get("cells", []):
         per.setdefault(("cell", name), [])
     state = {s: b.get("state", "new") for s, b in night["buckets"].items()}
+    canaries = {f"canary-{f}": c for f, c in night["canaries"].items()}
     root = ET.Element("testsuites", name="nightly race detection")
     for kind, suite_name in (("cell", "nightly.matrix"), ("canary", "nightly.canaries")):
         suite = ET.SubElement(root, "testsuite", name=suite_name)
@@ -55,13 +56,14 @@ def render(night):
                     [f"{len(bad)}/{len(ran)} trials failed"] +
                     [f"{r['id']}: {'; '.join(r.get('problems') or [r['status']])}"
                      f"\n  {r.get('race') or ''}\n  reproduce: {r['command']}" for r in bad])
-            elif kind == "canary" and any(r["status"] == T.CLEAN for r in ran):
+            elif kind == "canary" and canaries.get(cell, {}).get("escaped"):
                 fails += 1
-                esc = [r for r in ran if r["status"] == T.CLEAN]
+                c = canaries[cell]
                 f = ET.SubElement(case, "failure", type="canary-escaped",
-                                  message=f"canary escaped {len(esc)}/{len(ran)} runs: the"
-                                  " harness lost detection power")
-                f.text = "\n".join(f"reproduce: {r['command']}" for r in esc)
+                                  message=f"canary escaped {c['escaped']}/{c['runs']} runs (no"
+                                  f" {'/'.join(c['expected'])} finding): the harness lost"
+                                  " detection power")
+                f.text = "\n".join(f"reproduce: {cmd}" for cmd in c["escaped_commands"])
             ET.SubElement(case, "system-out").text = "\n".join(out)
         suite.set("tests", str(n))
         suite.set("failures", str(fails))

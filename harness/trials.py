@@ -265,7 +265,7 @@ class Engine:
 
 # ---------------------------------------------------------------- Dask
 
-def dask_executor(scheduler=None, local_workers=None, timeout_s=10.0):
+def dask_executor(scheduler=None, local_workers=None, timeout_s=5.0):
     """(executor, slots, close) on Dask distributed: a scheduler address or a new LocalCluster.
 
     Every trial asks for the resource `machine=1`, so each worker (started with
