@@ -251,6 +251,8 @@ class Engine:
             for fut, t in futures.items():          # what was running when the stop came
                 self._done({**not_run_record(t, "the campaign was interrupted"),
                             "status": INTERRUPTED})
+            for t in pending:                       # and what had not started: every trial
+                self._done(not_run_record(t, "the campaign was interrupted"))
             raise
         return self.records
 

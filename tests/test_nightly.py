@@ -176,15 +176,12 @@ def test_default_matrix_oversubscribes_and_is_printed(capsys):
 def test_sigterm_stops_the_night_within_seconds_and_keeps_finished_trials(tmp_path):
     import signal
     import time
-    (tmp_path / "m.toml").write_text(MATRIX.replace('fault = ["", "stale-buddy-order"]',
-                                                    'seed_axis = 0').replace("seed_axis = 0\n",
-                                                                             "") + "")
     (tmp_path / "m.toml").write_text("[axes]\nlocking = ['fine']\nchaos = [0.0, 0.01, 0.02]\n"
                                      "[base]\nthreads = 2\npages = 16384\nstall_s = 2.0\n"
                                      "[canaries]\nruns = 0\n")
     hist = tmp_path / "h.sqlite"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "nightly", "--matrix",
-                             str(tmp_path / "m.toml"), "--budget", "60s", "--rounds", "1",
+                             str(tmp_path / "m.toml"), "--budget", "25s", "--rounds", "1",
                              "--history", str(hist), "--out", str(tmp_path / "out")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
@@ -199,6 +196,7 @@ def test_sigterm_stops_the_night_within_seconds_and_keeps_finished_trials(tmp_pa
     part = load(tmp_path / "out" / "part-1-of-1.json")
     assert part["interrupted"] is True
     statuses = [r["status"] for r in part["records"]]
-    assert statuses[0] == "clean" and "interrupted" in statuses[1:], statuses
+    assert len(statuses) == 3 and statuses[0] == "clean", statuses
+    assert set(statuses[1:]) <= {"interrupted", "not-run"}, statuses
     assert not hist.exists()                     # an interrupted night is not history
     assert "INTERRUPTED" in (tmp_path / "out" / "summary.md").read_text()
