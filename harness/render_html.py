@@ -80,7 +80,9 @@ def bucket_table(h):
                     f"<td>{e(rate(x['kill_rate'], x['kill_rate_ci']))}</td>"
                     f"<td>{sec(x['median_ttd_s'])}</td><td>{when(x.get('first_seen'))}</td>"
                     f"<td>{when(x.get('last_seen'))}</td><td>{e(x.get('reproduced', '-'))}</td>"
-                    f"<td><code>{e(x['command'])}</code></td></tr>")
+                    f"<td><code>{e(x['command'])}</code>"
+                    + "".join(f" <a href='{e(r)}'>report</a>" for r in x.get("reports", []))
+                    + "</td></tr>")
     return "\n".join(rows) + "</table>"
 
 

@@ -209,7 +209,8 @@ class Engine:
         """Run `trials`; their records (finished ones only if interrupted: then the
         KeyboardInterrupt is re-raised after the pool is stopped).
 
-        `deadline` (time.monotonic()): trials not started by then are recorded as not-run.
+        `deadline` (time.monotonic()): trials not started by then are recorded as not-run
+        (the one re-run of a trial whose worker died still starts).
         `stop()`: a callable; when it returns True nothing new is started.
         """
         pending = list(trials)
@@ -218,8 +219,8 @@ class Engine:
             while pending or futures:
                 while pending and len(futures) < self.slots:
                     t = pending.pop(0)
-                    if (deadline is not None and time.monotonic() >= deadline) or \
-                            (stop is not None and stop()):
+                    late = deadline is not None and time.monotonic() >= deadline
+                    if (late and t.id not in attempts) or (stop is not None and stop()):
                         self._done(not_run_record(t, "the night's time budget ran out"))
                         continue
                     attempts[t.id] = attempts.get(t.id, 0) + 1

@@ -64,40 +64,46 @@ def test_trials_past_the_deadline_are_recorded_as_not_run():
 
 
 @pytest.mark.timeout(600)
-def test_dask_local_cluster_runs_real_trials_and_survives_a_killed_worker():
-    """Two worker processes; one is SIGKILLed while its trial runs: every trial is
-    accounted for, the killed one re-run once on a worker (or recorded lost)."""
+def test_nightly_on_a_dask_local_cluster_survives_a_killed_worker(tmp_path):
+    """`nightly --local-cluster 2`: a real LocalCluster with two worker processes runs the
+    night; one worker process is SIGKILLed while its trial runs.  The night completes, every
+    trial is accounted for, and the killed one says it was re-run once (or lost)."""
+    import json
+    import subprocess
+    import psutil
     from harness.runner import warm_up
     warm_up()                   # a cold compile takes minutes; not what this measures
-    executor, slots, close, client = T.dask_executor(local_workers=2)
-    try:
-        assert slots == 2
-        pids = client.run(os.getpid)
-        trials = []
-        for k in range(3):
-            cfg = RunConfig(threads=2, reclaimers=1, seconds=3.0, seed=k + 1, pages=16384,
-                            check_ms=100, stall_s=2.0)
-            trials.append(T.Trial(id=f"real/{k + 1}", argv=tuple(to_argv(cfg)),
-                                  timeout_s=T.timeout_for(3.0, 2.0), cell="real"))
-        victim = sorted(pids.values())[0]
-        started = []
-
-        def kill_soon():
-            time.sleep(2.5)             # the first two trials are running by now
-            os.kill(victim, signal.SIGKILL)
-        killer = threading.Thread(target=kill_soon)
-        engine = T.Engine(executor, slots, on_start=started.append)
-        killer.start()
-        records = engine.run(trials)
-        killer.join()
-    finally:
-        close()
-    assert sorted(r["id"] for r in records) == ["real/1", "real/2", "real/3"]
-    statuses = {r["id"]: r["status"] for r in records}
-    hit = [r for r in records if r.get("attempts", 1) > 1 or r["status"] == T.LOST]
-    assert hit, statuses                       # the killed worker's trial is accounted for
+    (tmp_path / "m.toml").write_text("[axes]\nlocking = ['fine']\nchaos = [0.0, 0.02]\n"
+                                     "[base]\nthreads = 2\npages = 16384\nstall_s = 2.0\n"
+                                     "[canaries]\nruns = 0\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [PY, "-m", "harness", "nightly", "--local-cluster", "2", "--matrix",
+         str(tmp_path / "m.toml"), "--budget", "24s", "--rounds", "2", "--history",
+         str(tmp_path / "h.sqlite"), "--out", str(out)], cwd=T.ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    me, killed, deadline = psutil.Process(proc.pid), None, time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and proc.poll() is None:
+        for child in me.children():                   # the Dask worker processes
+            try:
+                if any("harness" in " ".join(g.cmdline()) and "stress" in g.cmdline()
+                       for g in child.children(recursive=True)):
+                    time.sleep(0.5)
+                    child.kill()                      # mid-trial
+                    killed = child.pid
+                    break
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert killed is not None, stderr
+    assert proc.returncode == 0, stdout + stderr
+    assert "engine: Dask" in stderr and "2 worker(s)" in stderr
+    night = json.loads((out / "night.json").read_text())
+    ids = sorted(r["id"] for r in night["records"])
+    assert ids == sorted(night["plan"]["all_ids"])     # nothing lost from the night
+    hit = [r for r in night["records"] if r.get("attempts", 1) > 1 or r["status"] == T.LOST]
+    assert len(hit) >= 1, [(r["id"], r["status"]) for r in night["records"]]
     for r in hit:
         assert r["status"] == T.LOST or "re-run once" in r["rerun_reason"], r
-    assert all(s in (T.CLEAN, T.LOST) for s in statuses.values()), statuses
-    assert sum(s == T.CLEAN for s in statuses.values()) >= 2
-    assert len(started) >= 4                   # three trials and at least one re-submission
+    assert sum(r["status"] == T.CLEAN for r in night["records"]) >= 3
