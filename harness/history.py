@@ -246,9 +246,13 @@ def record(conn, night, records, buckets, states, exit_status):
     """Write one night (nights, trials, buckets, bucket_nights) in one transaction; its id."""
     try:
         conn.execute("BEGIN IMMEDIATE")
+        label, k = night["label"], 1
+        while conn.execute("SELECT 1 FROM nights WHERE label = ?", (label,)).fetchone():
+            k += 1                                  # two nights in one minute: keep both
+            label = f"{night['label']} ({k})"
         cur = conn.execute("INSERT INTO nights (label, started, budget_s, trials, exit_status)"
                            " VALUES (?, ?, ?, ?, ?)",
-                           (night["label"], night["started"], night.get("budget_s"),
+                           (label, night["started"], night.get("budget_s"),
                             len(records), exit_status))
         nid = cur.lastrowid
         for r in records:

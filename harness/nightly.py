@@ -144,7 +144,7 @@ def plan(matrix, budget_s, slots, shard=(1, 1), seed=None, rounds=None, overhead
                                  meta=(("seed", cfg.seed), ("seconds", canary_t),
                                        ("fault", fault), ("round", k + 1))))
     mine = [tr for j, tr in enumerate(every) if j % n == i - 1]
-    how = (f"budget {budget_s:g}s x {slots} slot(s) x {n} shard(s), {RESERVE:.0%} kept for"
+    how = (f"budget {budget_s:.0f}s x {slots} slot(s) x {n} shard(s), {RESERVE:.0%} kept for"
            f" re-runs: {cells} cells x {rounds} round(s) of {t:g}s and {canaries} canary runs"
            f" of {canary_t:g}s, each plus ~{overhead_s:g}s start-up; this shard runs"
            f" {len(mine)} of {len(every)} trials")
