@@ -124,6 +124,8 @@ def build_parser():
                          help="night seed (default: days since 1970, UTC: shards of a night agree)")
     nightly.add_argument("--rounds", type=_at_least(1, 1000), default=None,
                          help="seeds per cell (default: as many as the budget fits)")
+    nightly.add_argument("--trial-seconds", type=_positive_seconds, default=None,
+                         help="fix each cell trial's length (default: fitted to the budget)")
     nightly.add_argument("--repro", type=_at_least(0, 20), default=3,
                          help="re-runs of the first trial of each new bucket (default 3)")
     nightly.add_argument("--out", help="output folder (default reports/nightly-<time>)")
@@ -409,7 +411,8 @@ def cmd_nightly(args):
         raise UsageError(str(err)) from None
     try:
         try:
-            plan = N.plan(matrix, budget, slots, shard, args.seed, args.rounds)
+            plan = N.plan(matrix, budget, slots, shard, args.seed, args.rounds,
+                          trial_s=args.trial_seconds)
         except N.NightlyError as err:
             raise UsageError(str(err)) from None
         say("warm-up: compiling or loading the kernels...")
@@ -418,7 +421,8 @@ def cmd_nightly(args):
         warm = time.monotonic() - t0
         say(f"warm-up: {warm:.1f} s")
         try:        # the trials get what the warm-up left of the budget
-            plan = N.plan(matrix, budget - warm, slots, shard, args.seed, args.rounds)
+            plan = N.plan(matrix, budget - warm, slots, shard, args.seed, args.rounds,
+                          trial_s=args.trial_seconds)
         except N.NightlyError:
             pass    # keep the first plan: the deadline skips what does not fit
         say(f"nightly: {plan.how}")
@@ -466,6 +470,10 @@ def _publish_night(night, out, say):
     from harness import render_markdown
     paths = N.render_all(night, out)
     print(render_markdown.render(night), end="")
+    for fault, c in night["canaries"].items():
+        if c["escaped"]:
+            say(f"CANARY ESCAPED: {fault} was not caught in {c['escaped']}/{c['runs']} runs:"
+                " the harness lost detection power (exit 5)")
     say(f"night written: {os.path.join(out, 'night.json')}, " + ", ".join(paths.values()))
     return night["exit_status"]
 

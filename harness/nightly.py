@@ -90,7 +90,8 @@ class Plan:
     how: str                    # the planning arithmetic, in words
 
 
-def plan(matrix, budget_s, slots, shard=(1, 1), seed=None, rounds=None, overhead_s=OVERHEAD_S):
+def plan(matrix, budget_s, slots, shard=(1, 1), seed=None, rounds=None, overhead_s=OVERHEAD_S,
+         trial_s=None):
     """The night's trials and their lengths, fitted to `budget_s` on `slots` parallel trials.
 
     Capacity is budget x slots x shards (shards run at once, each with the
@@ -98,7 +99,7 @@ def plan(matrix, budget_s, slots, shard=(1, 1), seed=None, rounds=None, overhead
     canaries (min(t, CANARY_MAX_S) + overhead) per run.  Rounds (seeds per
     cell) are as many as fit with t <= MAX_TRIAL_S (at least 1), then t is
     the longest that fits.  Raises NightlyError if t would be below
-    MIN_TRIAL_S.
+    MIN_TRIAL_S.  `trial_s` fixes the trial length instead (the budget must still fit it).
     """
     seed = night_seed() if seed is None else seed
     i, n = shard
@@ -108,10 +109,13 @@ def plan(matrix, budget_s, slots, shard=(1, 1), seed=None, rounds=None, overhead
     def cost(r, t):
         return cells * r * (t + overhead_s) + canaries * (min(t, CANARY_MAX_S) + overhead_s)
 
+    longest = trial_s or MAX_TRIAL_S
     if rounds is None:
-        rounds = max(1, int((capacity - canaries * (CANARY_MAX_S + overhead_s))
-                            // (cells * (MAX_TRIAL_S + overhead_s))))
-    lo, hi = 0.0, MAX_TRIAL_S
+        rounds = max(1, int((capacity - canaries * (min(longest, CANARY_MAX_S) + overhead_s))
+                            // (cells * (longest + overhead_s))))
+    lo, hi = 0.0, longest
+    if trial_s and cost(rounds, trial_s) > capacity:
+        hi = 0.0                                    # does not fit: the error below says so
     if cost(rounds, hi) <= capacity:
         t = hi
     else:
@@ -120,8 +124,8 @@ def plan(matrix, budget_s, slots, shard=(1, 1), seed=None, rounds=None, overhead
             lo, hi = (mid, hi) if cost(rounds, mid) <= capacity else (lo, mid)
         t = lo
     t = math.floor(t * 10) / 10
-    if t < MIN_TRIAL_S:
-        need = cost(rounds, MIN_TRIAL_S) / (slots * n * (1 - RESERVE))
+    if t < MIN_TRIAL_S or (trial_s and t < trial_s):
+        need = cost(rounds, trial_s or MIN_TRIAL_S) / (slots * n * (1 - RESERVE))
         raise NightlyError(f"--budget {budget_s:g}s is too small for {cells * rounds} cell trials"
                            f" and {canaries} canary runs on {slots} slot(s): it needs at least"
                            f" {math.ceil(need)}s")

@@ -32,7 +32,7 @@ stall_s = 2.0
 runs = 1
 faults = ["capture-before-block"]
 """
-COMMON = ("--budget", "20s", "--rounds", "1", "--seed", "7")
+COMMON = ("--budget", "40s", "--trial-seconds", "1.5", "--rounds", "1", "--seed", "7")
 
 
 def nightly(*args, timeout=120):
@@ -181,7 +181,8 @@ def test_sigterm_stops_the_night_within_seconds_and_keeps_finished_trials(tmp_pa
                                      "[canaries]\nruns = 0\n")
     hist = tmp_path / "h.sqlite"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "nightly", "--matrix",
-                             str(tmp_path / "m.toml"), "--budget", "25s", "--rounds", "1",
+                             str(tmp_path / "m.toml"), "--budget", "40s", "--trial-seconds", "2",
+                             "--rounds", "1",
                              "--history", str(hist), "--out", str(tmp_path / "out")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90

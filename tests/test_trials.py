@@ -79,7 +79,7 @@ def test_nightly_on_a_dask_local_cluster_survives_a_killed_worker(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [PY, "-m", "harness", "nightly", "--local-cluster", "2", "--matrix",
-         str(tmp_path / "m.toml"), "--budget", "24s", "--rounds", "2", "--history",
+         str(tmp_path / "m.toml"), "--budget", "60s", "--trial-seconds", "3", "--rounds", "2", "--history",
          str(tmp_path / "h.sqlite"), "--out", str(out)], cwd=T.ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     me, killed, deadline = psutil.Process(proc.pid), None, time.monotonic() + 120
