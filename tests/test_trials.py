@@ -63,6 +63,7 @@ def test_trials_past_the_deadline_are_recorded_as_not_run():
     assert [r["status"] for r in records] == [T.NOT_RUN]
 
 
+@pytest.mark.slow                # ~35 s: cluster start, four trials, a worker restart
 @pytest.mark.timeout(600)
 def test_nightly_on_a_dask_local_cluster_survives_a_killed_worker(tmp_path):
     """`nightly --local-cluster 2`: a real LocalCluster with two worker processes runs the
