@@ -15,7 +15,10 @@ happened in the code, nothing that changes from run to run.  Rules:
   - a trial that crashed or outlived its timeout: the signal or exit status.
 
 No pfn, page, thread, seed, time or line number ever enters a signature (any
-stray number is replaced by N as a last guard).  Every problem of the result is
+stray number is replaced by N as a last guard).  A trial belongs to one bucket,
+its first finding (the detector that fired first, then the order above), the
+way syzbot titles a crash by its first report: one race usually trips several
+invariants after it, and those are listed under the bucket as "also seen".  Every problem of the result is
 read from the same fields harness.verdict grades, so a non-CLEAN trial always
 has at least one bucket.
 """
@@ -52,7 +55,10 @@ def signatures(record):
     elif status == TIMEOUT:
         out.append("trial hung past its timeout (the watchdog did not end it)")
     if isinstance(result, dict):
-        out += result_titles(result)
+        found = result.get("detection_s") or {}
+        titled = result_titles(result)
+        order = sorted(range(len(titled)), key=lambda k: (found.get(titled[k][0], math.inf), k))
+        out += [titled[k][1] for k in order]
     seen, uniq = set(), []
     for title in out:
         title = _clean(title)
@@ -63,27 +69,29 @@ def signatures(record):
 
 
 def result_titles(result):
+    """[(detector, title)] of every finding in a result, in the order of the rules above."""
     titles = []
     for v in result.get("worker_violations", []):
         race = v.get("race") or {}
         ops = sorted(e["op"] for e in (race.get("this"), race.get("other")) if e)
-        titles.append(f"{v['kind']} in {'/'.join(ops)}" if len(ops) == 2
-                      else f"{v['kind']} ({v['detector']})")
+        titles.append((v["detector"], f"{v['kind']} in {'/'.join(ops)}" if len(ops) == 2
+                       else f"{v['kind']} ({v['detector']})"))
     for v in result.get("invariant_violations", []):
         if v.get("kind") == "truncated":
             continue
         named = sorted(f"{k}={x}" for k, x in v.items() if isinstance(x, str)
                        and k not in ("kind", "message", "detector", "epoch"))
-        titles.append(f"invariant {v['kind']}" + (f" ({', '.join(named)})" if named else ""))
+        titles.append(("invariants",
+                       f"invariant {v['kind']}" + (f" ({', '.join(named)})" if named else "")))
     end = result.get("end") or {}
     if end.get("drain_rejected"):
-        titles.append("drain: the zone rejected frees of held blocks")
+        titles.append(("drain", "drain: the zone rejected frees of held blocks"))
     if end.get("fresh_after_drain") is False:
-        titles.append("drain: the zone is not fresh after giving everything back")
+        titles.append(("drain", "drain: the zone is not fresh after giving everything back"))
     for p in (result.get("lockdep") or {}).get("problems", []):
-        titles.append(lockdep_title(p))
+        titles.append(("lockdep", lockdep_title(p)))
     if result.get("outcome") == "hang":
-        titles.append(hang_title(result.get("wait_for") or {}))
+        titles.append(("watchdog", hang_title(result.get("wait_for") or {})))
     return titles
 
 
@@ -131,7 +139,8 @@ def ttd(record):
 
 
 def group(records, keep=3):
-    """{signature: bucket} over trial records of matrix cells (not canaries).
+    """{signature: bucket} over trial records of matrix cells (not canaries), each trial
+    in the bucket of its first signature.
 
     A bucket: title, count (trials that showed it), cells, kill rate among the
     trials of those cells with its Wilson interval, median time to detection,
@@ -142,9 +151,12 @@ def group(records, keep=3):
         by_cell.setdefault(r["cell"], []).append(r)
     buckets = {}
     for r in records:
-        for sig, title in r.get("signatures", []):
-            b = buckets.setdefault(sig, {"signature": sig, "title": title, "trials": []})
+        if r.get("signatures"):
+            sig, title = r["signatures"][0]
+            b = buckets.setdefault(sig, {"signature": sig, "title": title, "trials": [],
+                                         "also": set()})
             b["trials"].append(r)
+            b["also"].update(t for _, t in r["signatures"][1:])
     out = {}
     for sig, b in sorted(buckets.items()):
         trials = sorted(b["trials"], key=lambda r: r.get("started", 0))
@@ -160,7 +172,8 @@ def group(records, keep=3):
                     "median_ttd_s": round(statistics.median(times), 4) if times else None,
                     "newest": [{"id": r["id"], "command": r["command"], "status": r["status"]}
                                for r in trials[-keep:]][::-1],
-                    "command": trials[0]["command"], "first_trial": trials[0]["id"]}
+                    "command": trials[0]["command"], "first_trial": trials[0]["id"],
+                    "also_seen": sorted(b["also"])}
     return out
 
 

@@ -180,7 +180,7 @@ def compact(record, trials_dir=None, saved=None):
             race=next((v["race"]["text"] for v in result.get("worker_violations", [])
                        if v.get("race")), None))
         if trials_dir and record["status"] != T.CLEAN and saved is not None:
-            fresh = [s for s, _ in record["signatures"] if saved.get(s, 0) < KEEP_REPORTS]
+            fresh = [s for s, _ in record["signatures"][:1] if saved.get(s, 0) < KEEP_REPORTS]
             if fresh:
                 name = re.sub(r"[^A-Za-z0-9_.-]", "_", record["id"]) + ".json"
                 try:
@@ -414,16 +414,15 @@ def merge(part_paths, out_dir, history_path, label=None, write_history=True, say
     cell_records = [r for r in records if r["kind"] == "cell"]
     found = B.group(cell_records)
     for sig, b in found.items():
-        origins = {r["id"] for r in cell_records if any(s == sig for s, _ in
-                                                       r.get("signatures", []))}
+        origins = {r["id"] for r in cell_records if r.get("signatures")
+                   and r["signatures"][0][0] == sig}
         again = [r for r in records if r["kind"] == "repro" and r.get("repro_of") in origins
                  and r["status"] not in (T.NOT_RUN, T.LOST, T.INTERRUPTED)]
         if again:
             hit = sum(any(s == sig for s, _ in r.get("signatures", [])) for r in again)
             b["reproduced"] = f"{hit}/{len(again)}"
         b["reports"] = [r["report"] for r in sorted(
-            (r for r in records if r.get("report") and any(s == sig for s, _ in
-                                                         r.get("signatures", []))),
+            (r for r in records if r.get("report") and r["signatures"][0][0] == sig),
             key=lambda r: -r.get("started", 0))][:KEEP_REPORTS]
     canaries = canary_summary(records)
     night = {"schema": NIGHT_SCHEMA, "version": NIGHT_VERSION, "label": label,

@@ -75,7 +75,9 @@ def bucket_table(h):
     for x in sorted(b.values(), key=lambda x: (x["state"] not in ("new", "reopened"),
                                                x["title"])):
         cls = " class=new" if x["state"] in ("new", "reopened") else ""
-        rows.append(f"<tr><td{cls}>{e(x['state'])}</td><td>{e(x['title'])}</td>"
+        rows.append(f"<tr><td{cls}>{e(x['state'])}</td><td>{e(x['title'])}"
+                    + (f"<br><small>also seen: {e('; '.join(x['also_seen']))}</small>"
+                       if x.get("also_seen") else "") + "</td>"
                     f"<td>{x['count']}/{x.get('ran', '-')}</td>"
                     f"<td>{e(rate(x['kill_rate'], x['kill_rate_ci']))}</td>"
                     f"<td>{sec(x['median_ttd_s'])}</td><td>{when(x.get('first_seen'))}</td>"

@@ -45,7 +45,7 @@ def render(night):
                 fails += 1
                 titles = []
                 for r in ran:
-                    for sig, title in r.get("signatures", []):
+                    for sig, title in r.get("signatures", [])[:1]:
                         text = f"[{state.get(sig, 'new')}] {title}"
                         if text not in titles:
                             titles.append(text)

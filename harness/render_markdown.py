@@ -69,6 +69,9 @@ def render(night):
                          f" {rate(x['kill_rate'], x['kill_rate_ci'])} | {sec(x['median_ttd_s'])}"
                          f" | {when(x.get('first_seen'))} | {when(x.get('last_seen'))} |"
                          f" {x.get('reproduced', '-')} | `{x['command']}` |")
+        also = [f"- {x['title']}: also seen: {'; '.join(x['also_seen'])}"
+                for x in b.values() if x.get("also_seen")]
+        lines += [""] + also if also else []
     else:
         lines.append("\nNo failing trial in the matrix.")
     cn = night["canaries"]

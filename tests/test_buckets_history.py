@@ -120,3 +120,18 @@ def test_corrupt_or_foreign_databases_are_refused(tmp_path):
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
     with pytest.raises(H.HistoryError, match="not a history database"):
         H.check(str(other))
+
+
+def test_a_trial_is_bucketed_by_its_first_finding():
+    inv = {"kind": "list_count", "list": 5, "message": "...", "detector": "invariants"}
+    res = result(worker_violations=[violation("alloc", "free")], invariant_violations=[inv],
+                 detection_s={"invariants": 0.05, "ownership": 0.001})
+    r = {"id": "c/1", "cell": "c", "kind": "cell", "status": "violations", "command": "cmd",
+         "started": 1.0, "signatures": B.signatures({"status": "violations", "result": res})}
+    assert [t for _, t in r["signatures"]] == ["double_allocation in alloc/free",
+                                               "invariant list_count"]
+    (b,) = B.group([r]).values()
+    assert b["title"] == "double_allocation in alloc/free"
+    assert b["also_seen"] == ["invariant list_count"]
+    res["detection_s"] = {"invariants": 0.001, "ownership": 0.05}
+    assert B.signatures({"status": "violations", "result": res})[0][1] == "invariant list_count"
