@@ -120,8 +120,21 @@ def run_campaign(names, template, trials, repro, log=print, engine=None):
                 plan.append(fault_trial(f"{name}/{mode}/{k + 1}", cfg, name, mode))
                 configs[plan[-1].id] = cfg
     done = {}
+    modes = {(t.cell, dict(t.meta)["mode"]) for t in plan}
+    said = set()
+
+    def finished(record):           # say each (fault, mode) as soon as its trials are in
+        done[record["id"]] = record
+        for name, mode in sorted(modes - said):
+            ids = [f"{name}/{mode}/{k + 1}" for k in range(trials)]
+            if all(i in done for i in ids):
+                said.add((name, mode))
+                s = summarize([from_record(done[i], configs[i]) for i in ids
+                               if done[i]["status"] not in (T.NOT_RUN, T.INTERRUPTED)])
+                log(f"{name:<24} {mode:<6} detected {s['detected']}/{s['trials']}"
+                    f"  median {fmt(s['median_ttd_s'])}  p90 {fmt(s['p90_ttd_s'])}")
     try:
-        _run_all(engine, plan, done)
+        _run_all(engine, plan, finished)
         again = []
         for name, entry in out["faults"].items():
             for mode in entry["modes"]:
@@ -131,7 +144,7 @@ def run_campaign(names, template, trials, repro, log=print, engine=None):
                 if first and repro:
                     again += [fault_trial(f"{first}/repro-{j + 1}", configs[first], name, mode)
                               for j in range(repro)]
-        _run_all(engine, again, done)
+        _run_all(engine, again, lambda r: done.__setitem__(r["id"], r))
     except KeyboardInterrupt as exc:
         from harness.signals import exit_status
         out["interrupted"] = True
@@ -148,12 +161,8 @@ def run_campaign(names, template, trials, repro, log=print, engine=None):
             reruns = [done[r] for r in done if first and r.startswith(first + "/repro-")
                       and done[r]["status"] not in (T.NOT_RUN, T.INTERRUPTED)]
             if reruns:
-                m["reproduced"] = f"{sum(from_record(r, configs[first])['detected'] for r in reruns)}" \
-                    f"/{len(reruns)}"
-            if s["trials"]:
-                log(f"{name:<24} {mode:<6} detected {s['detected']}/{s['trials']}"
-                    f"  median {fmt(s['median_ttd_s'])}  p90 {fmt(s['p90_ttd_s'])}"
-                    f"  {m.get('reproduced', '')}")
+                hits = sum(from_record(r, configs[first])["detected"] for r in reruns)
+                m["reproduced"] = f"{hits}/{len(reruns)}"
     out["elapsed_s"] = round(time.monotonic() - started, 1)
     return out
 
@@ -164,10 +173,10 @@ def fault_trial(trial_id, cfg, name, mode):
                    meta=(("mode", mode), ("seed", cfg.seed)))
 
 
-def _run_all(engine, plan, done):
-    """Run `plan` on a fresh engine, filling `done` (trial id -> record) as trials finish."""
+def _run_all(engine, plan, on_record):
+    """Run `plan` on a fresh engine, handing each record to `on_record` as it finishes."""
     if plan:
-        engine(lambda r: done.__setitem__(r["id"], r)).run(plan)
+        engine(on_record).run(plan)
 
 
 def fmt(seconds):
