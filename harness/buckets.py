@@ -11,7 +11,8 @@ happened in the code, nothing that changes from run to run.  Rules:
   - a lock cycle: `possible deadlock: a -> b`, rotated to start at its
     alphabetically first class; an undeclared edge names its code site;
   - a hang: `deadlock: a -> b` from the wait-for cycle's lock classes
-    (rotated the same way), else `hang: no progress`;
+    (rotated the same way), else `hang: no progress` (what was waited for is
+    in the report, not the title: it changes from one run of a hang to the next);
   - a trial that crashed or outlived its timeout: the signal or exit status.
 
 No pfn, page, thread, seed, time or line number ever enters a signature (any
@@ -115,8 +116,7 @@ def hang_title(wait_for):
     classes = [edges[t]["class"] for t in cycle if t in edges]
     if classes:
         return "deadlock: " + " -> ".join(rotate(classes))
-    waited = sorted({e["class"] for e in edges.values()})
-    return "hang: no progress" + (f" (waiting for {', '.join(waited)})" if waited else "")
+    return "hang: no progress"      # which locks were waited for varies from run to run
 
 
 # ---------------------------------------------------------------- statistics
