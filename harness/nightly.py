@@ -403,6 +403,9 @@ def merge(part_paths, out_dir, history_path, label=None, write_history=True, say
     shards = sorted({tuple(p["shard"]) for p in parts})
     if len({n for _, n in shards}) > 1 or len(shards) != len(parts):
         raise NightlyError(f"shard outputs do not belong together: {shards}")
+    if len({tuple(p["plan"]["all_ids"]) for p in parts}) > 1:
+        raise NightlyError("shard outputs come from different nights or matrices (their trial"
+                           " lists differ)")
     H.check(history_path)
     records = [r for p in parts for r in p["records"]]
     ids = [r["id"] for r in records]

@@ -46,6 +46,8 @@ def test_lock_cycles_are_rotated_to_one_spelling():
     wait_for = {"edges": [{"thread": 3, "class": "area", "held_by": 0},
                           {"thread": 0, "class": "block", "held_by": 3}], "cycle": [3, 0]}
     assert titles(result(outcome="hang", wait_for=wait_for)) == ["deadlock: area -> block"]
+    no_cycle = {"edges": [{"thread": 0, "class": "block", "held_by": -1}], "cycle": []}
+    assert titles(result(outcome="hang", wait_for=no_cycle)) == ["hang: no progress"]
 
 
 def test_process_endings_are_buckets():
