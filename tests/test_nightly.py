@@ -201,3 +201,18 @@ def test_sigterm_stops_the_night_within_seconds_and_keeps_finished_trials(tmp_pa
     assert set(statuses[1:]) <= {"interrupted", "not-run"}, statuses
     assert not hist.exists()                     # an interrupted night is not history
     assert "INTERRUPTED" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_merge_refuses_shards_of_different_nights(tmp_path, capsys):
+    from harness import nightly as N
+    for k, ids in ((1, ["a/1", "b/1"]), (2, ["a/1", "c/1"])):
+        part = {"schema": N.PART_SCHEMA, "version": N.NIGHT_VERSION, "shard": [k, 2],
+                "started": 1.0, "elapsed_s": 1.0, "budget_s": 60, "interrupted": False,
+                "interrupt_status": None, "plan": {"all_ids": ids}, "records": []}
+        (tmp_path / f"s{k}").mkdir()
+        (tmp_path / f"s{k}" / f"part-{k}-of-2.json").write_text(json.dumps(part))
+    status = main(["nightly", "merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                   "--history", str(tmp_path / "h.sqlite"), "--out", str(tmp_path / "m")])
+    assert status == 2
+    assert "different nights" in capsys.readouterr().err
+    assert not (tmp_path / "h.sqlite").exists()
