@@ -7,6 +7,7 @@ OS functions (`syscall`, `clock_gettime`, `sched_yield`) are declared by symbol
 name inside the generated IR, so `cache=True` keeps working.
 """
 
+from harness import jitcache  # noqa: F401  first: sets Numba's cache directory for every kernel
 import platform
 
 from llvmlite import ir

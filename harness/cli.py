@@ -230,9 +230,8 @@ class Progress:
 
 def cmd_stress(args):
     from harness.report import summary
-    from harness.result import check_writable_file, prepare_dir, save, to_json
-    from harness.runner import Run, collect, warm_up
-    from harness.result import finalize
+    from harness.result import check_writable_file, prepare_dir
+    from harness.runner import run_stress, warm_up
     cfg = from_args(args)
     if args.dot and not cfg.lockdep:
         raise UsageError("--dot needs --lockdep (the graph is what lockdep observed)")
@@ -244,13 +243,11 @@ def cmd_stress(args):
     warm = warm_up()
     say(f"warm-up: {warm:.2f} s")
     progress = None if args.json else Progress()
-    run = Run(cfg, progress)
     say(f"running {cfg.threads} threads ({cfg.reclaimers} reclaimers) for {cfg.seconds:g} s"
         f" on {cfg.pages} pages, locking={cfg.locking}, capture={'on' if cfg.capture else 'off'}")
-    wall, cpu = run.execute()
+    result = run_stress(cfg, progress, warm_s=warm)
     if progress:
         progress.end()
-    result = finalize(collect(run, wall, cpu, warm, run.finish()))
     return publish(result, args, lambda path: summary(result, path))
 
 

@@ -11,6 +11,8 @@ the same tables (`render_layout`) and a test keeps it exact.
 """
 
 import numpy as np
+
+from harness import jitcache  # noqa: F401  (sets the cache before any kernel)
 from numba import njit
 
 from harness import hierarchy as H

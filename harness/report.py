@@ -18,7 +18,7 @@ def summary(result, path=None):
         f"config: {cfg['threads']} threads ({cfg['reclaimers']} reclaimers), {cfg['pages']} pages,"
         f" locking={cfg['locking']}, capture={'on' if cfg['capture'] else 'off'},"
         f" seed={cfg['seed']}, detectors={','.join(cfg['detectors']) or 'none'}"
-        + (f", lockdep" if cfg.get("lockdep") else "")
+        + (", lockdep" if cfg.get("lockdep") else "")
         + (f", fault={cfg['fault']}" if cfg.get("fault") else "")
         + (f", chaos={cfg['chaos']:g}" if cfg.get("chaos") else ""),
         f"time: {result['duration_s']:.2f} s (warm-up {result['warmup_s']:.2f} s);"

@@ -4,6 +4,7 @@ Usage in a kernel: `x = step(x); r = bounded(x, n)`; store `x` back to the
 thread's row when the loop ends, so the same seed replays the same stream.
 """
 
+from harness import jitcache  # noqa: F401  (sets the cache before any kernel)
 from numba import njit
 
 

@@ -3,8 +3,9 @@
 Each worker thread makes one long `nogil` call (its role's loop).  The main
 thread only samples: progress, CPU time, heartbeats (the watchdog), and
 every `check_ms` it parks all workers at a barrier to check the structural
-invariants.  The result is a plain dict of counts (see `collect`); grading
-and rendering live in harness.verdict and harness.report.
+invariants.  `run_stress` is the one way to run: it returns the counts
+(`collect`, in the schema of harness.result) with the verdict attached by the
+pure harness.verdict.grade; rendering lives in harness.report.
 """
 
 import os

@@ -46,6 +46,16 @@ def run_cli(*args, timeout=120, **kw):
                           timeout=timeout, **kw)
 
 
+@pytest.fixture
+def no_run(monkeypatch):
+    """Fail the test if anything builds a run (warm-up included): errors come first."""
+    import harness.runner
+
+    def boom(*a, **k):
+        raise AssertionError("a run was started before the usage error was found")
+    monkeypatch.setattr(harness.runner.Run, "__init__", boom)
+
+
 def one_error_line(err):
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -162,13 +172,11 @@ SILENT = {
 
 @pytest.mark.parametrize("argv, mentions", SILENT.values(), ids=SILENT.keys())
 def test_inputs_that_would_do_nothing_are_refused(argv, mentions, capsys, tmp_path,
-                                                  monkeypatch):
+                                                  monkeypatch, no_run):
     monkeypatch.chdir(tmp_path)
-    t0 = time.monotonic()
     assert main(argv) == 2
     line = one_error_line(capsys.readouterr().err)
     assert mentions in line, line
-    assert time.monotonic() - t0 < 5, "a usage error must be found before any work"
     assert os.listdir(tmp_path) == []
 
 
@@ -198,36 +206,30 @@ def test_campaign_footer_states_no_bound_for_few_trials():
 
 # ---------------------------------------------------------------- report folders and files
 
-def test_report_dir_that_is_a_file_is_refused_before_the_run(tmp_path, capsys):
+def test_report_dir_that_is_a_file_is_refused_before_the_run(tmp_path, capsys, no_run):
     afile = tmp_path / "afile"
     afile.write_text("")
-    t0 = time.monotonic()
     assert main(["stress", "--seconds", "30", "--report-dir", str(afile)]) == 2
     assert "afile" in one_error_line(capsys.readouterr().err)
-    assert time.monotonic() - t0 < 5
 
 
 @pytest.mark.parametrize("folder", ["/proc/harness-reports", "/proc/self"])
-def test_unwritable_report_dir_is_refused_before_the_run(folder, capsys):
+def test_unwritable_report_dir_is_refused_before_the_run(folder, capsys, no_run):
     assert main(["stress", "--seconds", "30", "--report-dir", folder]) == 2
     one_error_line(capsys.readouterr().err)
 
 
-def test_faults_campaign_checks_its_folder_first(tmp_path, capsys):
+def test_faults_campaign_checks_its_folder_first(tmp_path, capsys, no_run):
     afile = tmp_path / "afile"
     afile.write_text("")
-    t0 = time.monotonic()
     assert main(["faults", "--only", "clean", "--trials", "1", "--report-dir", str(afile)]) == 2
     one_error_line(capsys.readouterr().err)
-    assert time.monotonic() - t0 < 5
 
 
-def test_unwritable_dot_path_is_refused_before_the_run(tmp_path, capsys):
-    t0 = time.monotonic()
+def test_unwritable_dot_path_is_refused_before_the_run(tmp_path, capsys, no_run):
     assert main(["stress", "--seconds", "30", "--lockdep", "--dot", "/proc/x/order.dot",
                  "--report-dir", str(tmp_path)]) == 2
     one_error_line(capsys.readouterr().err)
-    assert time.monotonic() - t0 < 5
 
 
 def test_full_disk_at_the_end_still_prints_the_summary(tmp_path, warmed):
@@ -364,19 +366,25 @@ def start_and_wait_running(argv, marker="running "):
     return proc, seen
 
 
+def interrupt(proc, sig=signal.SIGINT, within=3.0):
+    """Send `sig`; (stdout, stderr) once the process ended, which must be within `within` s
+    and without a traceback."""
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=15)
+    assert time.monotonic() - t0 < within, (out, err)
+    assert "Traceback" not in err
+    return out, err
+
+
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)],
                          ids=["SIGTERM", "SIGHUP"])
 def test_termination_signals_save_a_partial_report(sig, status, tmp_path, warmed):
     proc, seen = start_and_wait_running(["stress", "--seconds", "30", *SMALL,
                                          "--report-dir", str(tmp_path)])
     time.sleep(1.0)
-    t0 = time.monotonic()
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=15)
-    elapsed = time.monotonic() - t0
+    out, err = interrupt(proc, sig)
     assert proc.returncode == status, (out, "".join(seen) + err)
-    assert elapsed < 3
-    assert "Traceback" not in err
     assert out.startswith("verdict: INTERRUPTED")
     reports = glob.glob(str(tmp_path / "stress-*.json"))
     assert len(reports) == 1
@@ -389,12 +397,8 @@ def test_ctrl_c_stops_bench_promptly(warmed):
     proc, seen = start_and_wait_running(["bench", "--seconds", "5", "--threads", "2",
                                          "--repeats", "5"], marker="warming up")
     time.sleep(3.0)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=15)
+    out, err = interrupt(proc)
     assert proc.returncode == 130, (out, err)
-    assert time.monotonic() - t0 < 3
-    assert "Traceback" not in err
 
 
 def test_ctrl_c_stops_a_campaign_and_keeps_finished_trials(tmp_path, warmed):
@@ -402,10 +406,8 @@ def test_ctrl_c_stops_a_campaign_and_keeps_finished_trials(tmp_path, warmed):
         ["faults", "--only", "clean", "--trials", "5", "--budget", "1.5", "--repro", "0",
          "--threads", "2", "--report-dir", str(tmp_path)], marker="clean ")
     time.sleep(0.5)        # the plain mode is done, the chaos mode is running
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=15)
+    out, err = interrupt(proc)
     assert proc.returncode == 130, (out, "".join(seen) + err)
-    assert "Traceback" not in err
     saved = R.load(glob.glob(str(tmp_path / "faults-*.json"))[0])
     assert saved["interrupted"] is True
     plain = saved["faults"]["clean"]["modes"]["plain"]["summary"]
@@ -419,10 +421,6 @@ def test_ctrl_c_stops_lockorder(warmed):
     proc, seen = start_and_wait_running(["lockorder", "--seconds", "20"],
                                          marker="lockorder: checking the fine")
     time.sleep(2.5)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=15)
+    out, err = interrupt(proc)
     assert proc.returncode == 130, (out, err)
-    assert time.monotonic() - t0 < 3
     assert "zone:" not in out               # it did not go on to the next scheme
-    assert "Traceback" not in err

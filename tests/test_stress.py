@@ -8,7 +8,6 @@ Zones are small and runs short; the first test may pay a cold JIT compile.
 
 import json
 import os
-import time
 
 import numpy as np
 import pytest

@@ -1,9 +1,14 @@
 """Property tests: the real Zone (both locking schemes) against tests/model.py.
 
-Every operation is applied to the model and to one Zone per locking scheme in
-lockstep; return values, ValueErrors, free_counts() and the open capture
-lists must agree after every step, and Zone.check() must report nothing.
-On a mismatch the assertion message carries the concrete op sequence.
+Every operation is applied to the model and to one Zone per locking scheme,
+with and without the lock-order validator, in lockstep; return values,
+ValueErrors, free_counts(), the free lists pfn by pfn and the open capture
+lists must agree after every step, and Zone.check() must report nothing.  The
+validating zones' lock order must have no problems at the end.  A second
+machine drives alloc and free only, with the plain-Python baseline
+(harness.baseline.PyZone) in the lockstep too.  On a mismatch the assertion
+message carries the concrete op sequence.  Example counts scale with the
+Hypothesis profile (tests/conftest.py).
 """
 
 import pytest
@@ -13,9 +18,12 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
                                  rule)
 
 from harness import Zone
+from harness.baseline import PyZone
 from model import ModelZone
 
 SCHEMES = ("zone", "fine")
+LOCKDEP = ("zone+lockdep", "fine+lockdep")      # the same schemes, validator on
+BASELINE = "baseline"
 PAGES = st.sampled_from([1024, 2048, 4096])
 ORDERS = st.one_of(st.integers(0, 3), st.integers(0, 10))   # weighted toward small orders
 PICK = st.integers(min_value=0, max_value=1 << 16)          # index into a list, modulo len
@@ -44,14 +52,38 @@ def counts(zone):
     return [int(n) for n in zone.free_counts()]
 
 
+class Baseline(PyZone):
+    """PyZone with the read-outs the lockstep compares (it has no capture, no checks)."""
+
+    def free_counts(self):
+        return list(self.count)
+
+    def free_list(self, order):
+        out, p = [], self.head[order]
+        while p >= 0:
+            out.append(p)
+            p = self.next[p]
+        return out
+
+
 class Lockstep(RuleBasedStateMachine):
-    """Model + one Zone per locking scheme, driven by the same op sequence."""
+    """Model + one Zone per locking scheme (and validator setting), same op sequence.
+
+    With BASELINE, only alloc and free are drawn and the baseline joins them;
+    it takes no part in invalid ops (it checks little: not its job).
+    """
+
+    BASELINE = False
 
     @initialize(pages=PAGES)
     def setup(self, pages):
         self.pages = pages
         self.model = ModelZone(pages)
         self.zones = {s: Zone(pages=pages, locking=s) for s in SCHEMES}
+        self.zones.update({s: Zone(pages=pages, locking=s.split("+")[0], lockdep=True)
+                           for s in LOCKDEP})
+        if self.BASELINE:
+            self.zones[BASELINE] = Baseline(pages)
         self.log = [f"Zone(pages={pages})"]
         self.held = []         # [(pfn, order)] allocated blocks
         self.open = []         # [(model handle, {scheme: handle}, wanted)]
@@ -62,15 +94,18 @@ class Lockstep(RuleBasedStateMachine):
 
     # ---- lockstep driver --------------------------------------------------
 
-    def do(self, desc, on_model, on_zone, same_value=True):
+    def do(self, desc, on_model, on_zone, same_value=True, baseline=True):
         """Apply one op everywhere; all outcomes must agree.  Returns the model's.
 
-        With same_value=False only success vs. ValueError is compared (handles).
+        With same_value=False only success vs. ValueError is compared (handles);
+        with baseline=False the baseline zone (if any) sits the op out.
         """
         self.log.append(desc)
         note(desc)
         expected = outcome(lambda: on_model(self.model))
         for scheme, zone in self.zones.items():
+            if scheme == BASELINE and not baseline:
+                continue
             got = outcome(lambda: on_zone(scheme, zone))
             if not same_value:
                 got, want = got[:1], expected[:1]
@@ -100,13 +135,22 @@ class Lockstep(RuleBasedStateMachine):
 
     def check_zones(self):
         for scheme, zone in self.zones.items():
-            bad = zone.check()
-            assert list(bad) == [], self.report(f"{scheme}: check() -> {bad}")
+            if scheme != BASELINE:
+                bad = zone.check()
+                assert list(bad) == [], self.report(f"{scheme}: check() -> {bad}")
+
+    def teardown(self):
+        """The validating zones saw every op: their lock order must have no problems."""
+        for scheme in LOCKDEP:
+            zone = getattr(self, "zones", {}).get(scheme)
+            if zone is not None:
+                problems = [p["summary"] for p in zone.lock_order()["problems"]]
+                assert problems == [], self.report(f"{scheme}: lock order: {problems}")
 
     def invalid(self, desc, on_model, on_zone):
         """An op that must raise ValueError everywhere and change nothing."""
         before = [counts(z) for z in self.zones.values()]
-        assert self.do(desc, on_model, on_zone) == ("ValueError",), self.report(
+        assert self.do(desc, on_model, on_zone, baseline=False) == ("ValueError",), self.report(
             f"expected ValueError: {desc}")
         after = [counts(z) for z in self.zones.values()]
         assert after == before, self.report(f"{desc} changed free_counts {before} -> {after}")
@@ -144,7 +188,7 @@ class Lockstep(RuleBasedStateMachine):
         for _ in range(n):
             self.alloc(order)
 
-    @precondition(lambda self: len(self.open) < MAX_OPEN)
+    @precondition(lambda self: not self.BASELINE and len(self.open) < MAX_OPEN)
     @rule(order=st.one_of(st.integers(4, 5), st.integers(4, 10)))
     def capture_start(self, order):
         handles = {}
@@ -229,9 +273,9 @@ class Lockstep(RuleBasedStateMachine):
                 self.invalid(f"free({pfn}, 0)", lambda m: m.free(pfn, 0),
                              lambda s, z: z.free(pfn, 0))
         elif kind == "finished":
-            live = {zh[s] for _, zh, _ in self.open for s in SCHEMES}
+            live = {zh[s] for _, zh, _ in self.open for s in zh}
             gone = [(mh, zh) for mh, zh in self.finished
-                    if not any(zh[s] in live for s in SCHEMES)]   # zone may reuse handles
+                    if not any(zh[s] in live for s in zh)]        # zone may reuse handles
             if gone:
                 mh, zh = gone[-1]
                 self.invalid(f"captured(c{mh})  # finished", lambda m: m.captured(mh),
@@ -244,7 +288,7 @@ class Lockstep(RuleBasedStateMachine):
                                  lambda m: m.free(pfn, order, capture=mh),
                                  lambda s, z: z.free(pfn, order, capture=zh[s]))
         elif kind == "unknown":
-            live = {zh[s] for _, zh, _ in self.open for s in SCHEMES}
+            live = {zh[s] for _, zh, _ in self.open for s in zh}
             for h in (1 << 20, -1):
                 if h not in live:
                     self.invalid(f"captured({h})  # unknown", lambda m: m.captured(-1),
@@ -288,10 +332,18 @@ class Lockstep(RuleBasedStateMachine):
                          lambda s, z: z.free(pfn, order))
 
 
+class LockstepBaseline(Lockstep):
+    BASELINE = True
+
+
+# 5x and 1x the profile's example count (ci: 500 and 100).
 Lockstep.TestCase.settings = settings(
-    max_examples=500, stateful_step_count=100, deadline=None,
+    max_examples=5 * settings().max_examples, stateful_step_count=100, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-TestLockstep = Lockstep.TestCase
+TestLockstep = pytest.mark.slow(Lockstep.TestCase)
+LockstepBaseline.TestCase.settings = settings(
+    Lockstep.TestCase.settings, max_examples=settings().max_examples)
+TestLockstepBaseline = pytest.mark.slow(LockstepBaseline.TestCase)
 
 
 # ---- plain tests -------------------------------------------------------------
@@ -317,7 +369,7 @@ def test_fresh_zone(locking):
     assert [norm(z.alloc(10)) for _ in range(5)] == [3072, 2048, 1024, 0, None]
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=3 * settings().max_examples // 5)   # ci: 60
 @given(pages=PAGES, orders=st.lists(ORDERS, max_size=80))
 def test_alloc_sequence_matches_fresh_model(pages, orders):
     m = ModelZone(pages)

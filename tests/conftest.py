@@ -1,0 +1,78 @@
+"""Shared fixtures, the `slow` marker's rule, and the Hypothesis profiles.
+
+`slow` (registered in pyproject.toml): a test that takes more than ~10 s.
+Besides the tests marked by hand, every test that requests `warmed` runs the
+kernels on real threads (or a subprocess that does), so it is marked here;
+`pytest -m "not slow"` is the quick loop.
+
+Profiles (choose with HYPOTHESIS_PROFILE, default `ci`): `ci` is deterministic
+(the same examples on every run) and bounded; `dev` is a quick loop; `deep`
+searches much longer.  Tests that need more or fewer examples than the others
+scale the profile's count rather than fixing their own.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=100, derandomize=True, print_blob=True, **_COMMON)
+settings.register_profile("dev", max_examples=20, **_COMMON)
+settings.register_profile("deep", max_examples=1000, **_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "warmed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def root():
+    """The source tree under test (the directory holding harness/ and tests/)."""
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def warmed():
+    """Compile (or load from the cache) every kernel once per session; returns seconds taken."""
+    from harness.runner import warm_up
+    return warm_up()
+
+
+def run_harness(*args, timeout=90, env=None):
+    """`python -m harness *args` from the source tree, captured as text."""
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def harness_cmd():
+    """A function running `python -m harness *args` in a subprocess (see run_harness)."""
+    return run_harness
+
+
+@pytest.fixture(scope="session")
+def jit_cache_base():
+    """The JIT cache base of this session, read before any test changes HOME."""
+    from harness import jitcache
+    return jitcache.base()
+
+
+@pytest.fixture
+def harness_env(monkeypatch, jit_cache_base):
+    """Environment for a subprocess pytest (pytester) that loads this tree's harness.
+
+    pytester gives its subprocess a fresh HOME, so the JIT cache base is passed
+    on explicitly (or every kernel compiles again), and PYTHONPATH puts this
+    source tree ahead of any installed copy of the package.
+    """
+    monkeypatch.setenv("HARNESS_CACHE_DIR", jit_cache_base)
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", ROOT + (os.pathsep + path if path else ""))
