@@ -43,13 +43,11 @@ def nightly(*args, timeout=120):
 
 
 @pytest.fixture(scope="module")
-def nights(tmp_path_factory):
+def nights(tmp_path_factory, warmed):
     """Night 1 unsharded, then the same night as shards 1/2 + 2/2 merged: one history.
 
-    The kernels are compiled (or loaded from the cache) first, in this process:
-    a cold compile takes minutes and is not what these tests measure."""
-    from harness.runner import warm_up
-    warm_up()
+    `warmed` compiles (or loads) the kernels first: a cold compile takes minutes
+    and is not what these tests measure."""
     d = tmp_path_factory.mktemp("nightly")
     (d / "matrix.toml").write_text(MATRIX)
     hist = str(d / "history.sqlite")
@@ -173,7 +171,7 @@ def test_default_matrix_oversubscribes_and_is_printed(capsys):
 
 
 @pytest.mark.timeout(120)
-def test_sigterm_stops_the_night_within_seconds_and_keeps_finished_trials(tmp_path):
+def test_sigterm_stops_the_night_within_seconds_and_keeps_finished_trials(tmp_path, warmed):
     import signal
     import time
     (tmp_path / "m.toml").write_text("[axes]\nlocking = ['fine']\nchaos = [0.0, 0.01, 0.02]\n"

@@ -63,17 +63,14 @@ def test_trials_past_the_deadline_are_recorded_as_not_run():
     assert [r["status"] for r in records] == [T.NOT_RUN]
 
 
-@pytest.mark.slow                # ~35 s: cluster start, four trials, a worker restart
 @pytest.mark.timeout(600)
-def test_nightly_on_a_dask_local_cluster_survives_a_killed_worker(tmp_path):
+def test_nightly_on_a_dask_local_cluster_survives_a_killed_worker(tmp_path, warmed):
     """`nightly --local-cluster 2`: a real LocalCluster with two worker processes runs the
     night; one worker process is SIGKILLed while its trial runs.  The night completes, every
     trial is accounted for, and the killed one says it was re-run once (or lost)."""
     import json
     import subprocess
     import psutil
-    from harness.runner import warm_up
-    warm_up()                   # a cold compile takes minutes; not what this measures
     (tmp_path / "m.toml").write_text("[axes]\nlocking = ['fine']\nchaos = [0.0, 0.02]\n"
                                      "[base]\nthreads = 2\npages = 16384\nstall_s = 2.0\n"
                                      "[canaries]\nruns = 0\n")
