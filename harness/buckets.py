@@ -19,9 +19,9 @@ No pfn, page, thread, seed, time or line number ever enters a signature (any
 stray number is replaced by N as a last guard).  A trial belongs to one bucket,
 its first finding (the detector that fired first, then the order above), the
 way syzbot titles a crash by its first report: one race usually trips several
-invariants after it, and those are listed under the bucket as "also seen".  Every problem of the result is
-read from the same fields harness.verdict grades, so a non-CLEAN trial always
-has at least one bucket.
+invariants after it, and those are listed under the bucket as "also seen".
+Every problem is read from the same fields harness.verdict grades, so a
+non-CLEAN trial always has at least one bucket.
 """
 
 import math

@@ -18,7 +18,7 @@ from harness import faults as F
 from harness import trials as T
 from harness.config import to_argv
 from harness.result import CAMPAIGN_SCHEMA, VERSION, to_json, write_new
-from harness.runner import run_stress, warm_up
+from harness.runner import run_stress
 from harness.verdict import EXIT_CLEAN, EXIT_VIOLATION
 
 CLEAN = "clean"
@@ -155,7 +155,7 @@ def run_campaign(names, template, trials, repro, log=print, engine=None):
             ids = [f"{name}/{mode}/{k + 1}" for k in range(trials)]
             m["trials"] = [from_record(done[i], configs[i]) for i in ids if i in done
                            and done[i]["status"] not in (T.NOT_RUN, T.INTERRUPTED)]
-            m["summary"] = s = summarize(m["trials"])
+            m["summary"] = summarize(m["trials"])
             first = next((i for i in ids if i in done and
                           from_record(done[i], configs[i])["detected"]), None)
             reruns = [done[r] for r in done if first and r.startswith(first + "/repro-")

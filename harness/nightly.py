@@ -394,11 +394,10 @@ def vacuity(records):
     return out
 
 
-def merge(part_paths, out_dir, history_path, label=None, write_history=True, say=print):
-    """Merge shard outputs into one night: night.json, the history (one transaction), reports.
-
-    Returns (night, exit status).
-    """
+def merge(part_paths, out_dir, history_path, label=None, write_history=True):
+    """Merge shard outputs into one night: compare it with the history and record it there
+    (one transaction; not when interrupted or `write_history` is false); write night.json.
+    Returns the night (its `exit_status` included)."""
     parts = [load_part(p) for p in part_paths]
     shards = sorted({tuple(p["shard"]) for p in parts})
     if len({n for _, n in shards}) > 1 or len(shards) != len(parts):
@@ -441,33 +440,23 @@ def merge(part_paths, out_dir, history_path, label=None, write_history=True, say
     if write_history:
         conn = H.open_history(history_path)
         try:
-            if conn is not None:
-                cmp = H.compare(conn, found, records)
-                night["history"] = {"path": history_path, **cmp}
-                for sig, state in cmp["states"].items():
-                    found[sig]["state"] = state
-                night["exit_status"] = exit_status(night)
-                if not interrupted:
-                    H.record(conn, night, H_records(records), found, cmp["states"],
-                             night["exit_status"])
-                    night["history"]["recorded"] = True
-                else:
-                    night["history"]["recorded"] = False
-                for sig, h in H.bucket_history(conn, found).items():
-                    found[sig].update(h)
-                night["trends"] = H.trends(conn)
+            cmp = H.compare(conn, found, records)
+            night["history"] = {"path": history_path, **cmp, "recorded": not interrupted}
+            for sig, state in cmp["states"].items():
+                found[sig]["state"] = state
+            night["exit_status"] = exit_status(night)
+            if not interrupted:              # an interrupted night is kept, but not history
+                H.record(conn, night, records, found, cmp["states"], night["exit_status"])
+            for sig, h in H.bucket_history(conn, found).items():
+                found[sig].update(h)
+            night["trends"] = H.trends(conn)
         finally:
-            if conn is not None:
-                conn.close()
+            conn.close()
     for b in found.values():
         b.setdefault("state", "new")
     night["exit_status"] = exit_status(night)
     write_atomic(os.path.join(out_dir, "night.json"), to_json(night))
     return night
-
-
-def H_records(records):
-    return [r for r in records if r["kind"] in ("cell", "canary", "repro")]
 
 
 def exit_status(night):

@@ -2,7 +2,8 @@
 
 GitLab, Jenkins and GitHub test reporters read this.  A cell fails with its
 bucket titles as the message and the reproduction commands in system-out; a
-canary fails when any of its runs was not caught by a detector the fault declares; a cell none of whose trials ran
+canary fails when any of its runs was not caught by a detector the fault
+declares; a cell none of whose trials ran
 is skipped.  No seed or time ever enters a name.
 """
 

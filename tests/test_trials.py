@@ -5,16 +5,12 @@ stderr, and on a real Dask LocalCluster a worker process killed mid-trial
 costs that trial one re-run, never the campaign.
 """
 
-import os
-import signal
 import sys
-import threading
 import time
 
 import pytest
 
 from harness import trials as T
-from harness.config import RunConfig, to_argv
 
 PY = sys.executable
 
@@ -77,8 +73,8 @@ def test_nightly_on_a_dask_local_cluster_survives_a_killed_worker(tmp_path, warm
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [PY, "-m", "harness", "nightly", "--local-cluster", "2", "--matrix",
-         str(tmp_path / "m.toml"), "--budget", "60s", "--trial-seconds", "3", "--rounds", "2", "--history",
-         str(tmp_path / "h.sqlite"), "--out", str(out)], cwd=T.ROOT,
+         str(tmp_path / "m.toml"), "--budget", "60s", "--trial-seconds", "3", "--rounds", "2",
+         "--history", str(tmp_path / "h.sqlite"), "--out", str(out)], cwd=T.ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     me, killed, deadline = psutil.Process(proc.pid), None, time.monotonic() + 120
     while killed is None and time.monotonic() < deadline and proc.poll() is None:
