@@ -290,6 +290,8 @@ def run_part(the_plan, engine_factory, out_dir, history_path=None, repro=REPRO_R
                      "canary_s": the_plan.canary_s, "slots": the_plan.slots,
                      "how": the_plan.how, "all_ids": the_plan.all_ids},
             "matrix": {"source": matrix.source, "cells": [c.name for c in matrix.cells],
+                       "values": {c.name: [[k, str(v)] for k, v in c.values]
+                                  for c in matrix.cells},
                        "canaries": list(matrix.canary_faults), "text": matrix.text}
             if matrix else None,
             "interrupted": interrupted is not None,

@@ -17,7 +17,8 @@ BAR, DOT, LINE = "#3465a4", "#c4302b", "#5c3566"
 CSS = """body{font:14px system-ui,sans-serif;margin:24px;color:#222}
 table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:3px 7px;
 text-align:left;vertical-align:top}th{background:#f3f3f3}code{font-size:12px}
-.m td.o{width:26px;height:20px;padding:0}.new{color:#d7301f;font-weight:bold}
+.m span.o{display:inline-block;width:18px;height:18px;margin:1px}
+.m th{font-weight:normal;font-size:12px}.new{color:#d7301f;font-weight:bold}
 .esc{color:#d7301f;font-weight:bold}.plots{display:flex;flex-wrap:wrap;gap:24px}
 figure{margin:0}figcaption{font-weight:bold;margin-bottom:4px}"""
 
@@ -49,20 +50,60 @@ def figure(title, svg):
 
 
 def outcome_matrix(h):
+    """Cells as a grid (the first half of the axes down, the rest across), each cell's
+    trials as coloured squares; canaries in a row of their own."""
     per = {}
     for r in h["records"]:
         if r["kind"] in ("cell", "canary"):
-            per.setdefault((r["kind"] != "cell", r["cell"]), []).append(r)
-    width = max([len(v) for v in per.values()] + [1])
-    rows = [f"<table class=m><tr><th>cell</th><th colspan={width}>trials</th></tr>"]
-    for (_, cell), rs in sorted(per.items()):
-        tds = "".join(f"<td class=o style='background:{COLORS.get(r['status'], '#000')}'"
-                      f" title='{e(r['id'])}: {e(r['status'])}'></td>"
-                      for r in sorted(rs, key=lambda r: r["id"]))
-        rows.append(f"<tr><td>{e(cell)}</td>{tds}</tr>")
+            per.setdefault(r["cell"], []).append(r)
     legend = " ".join(f"<span style='background:{c};padding:0 8px'>&nbsp;</span> {e(s)}"
                       for s, c in COLORS.items())
-    return "\n".join(rows) + f"</table><p>{legend}</p>"
+    cells = [c for c in per if not c.startswith("canary-")]
+    canaries = sorted(c for c in per if c.startswith("canary-"))
+    grid = axes_of(h, cells)
+    if grid:
+        rows, cols, at = grid
+        out = ["<table class=m><tr><th></th>" + "".join(f"<th>{e(' '.join(c))}</th>"
+                                                       for c in cols) + "</tr>"]
+        for row in rows:
+            out.append(f"<tr><th>{e(' '.join(row))}</th>" + "".join(
+                f"<td>{squares(per.get(at.get((row, col)), []))}</td>" for col in cols)
+                + "</tr>")
+    else:
+        out = ["<table class=m>"] + [f"<tr><th>{e(c)}</th><td>{squares(per[c])}</td></tr>"
+                                     for c in sorted(cells)]
+    out.append("</table>")
+    if canaries:
+        out.append("<table class=m><tr><th>canary</th>" + "".join(
+            f"<th>{e(c.removeprefix('canary-'))}</th>" for c in canaries) + "</tr><tr><th>runs"
+            "</th>" + "".join(f"<td>{squares(per[c])}</td>" for c in canaries) + "</tr></table>")
+    return "\n".join(out) + f"<p>{legend}</p>"
+
+
+def axes_of(h, cells):
+    """(row keys, column keys, {(row, col): cell}) from the matrix's declared values, or None."""
+    values = (h.get("matrix") or {}).get("values") or {}
+    if not cells or any(c not in values for c in cells):
+        return None
+    n = len(values[cells[0]])
+    if n < 2 or any(len(values[c]) != n for c in cells):
+        return None
+    k = (n + 1) // 2
+
+    def label(pairs):
+        return tuple(v if a in ("locking",) else f"{a}={v}" for a, v in pairs)
+    at = {(label(values[c][:k]), label(values[c][k:])): c for c in cells}
+    rows = sorted({r for r, _ in at}, key=lambda r: [cells.index(at[(r, c)]) for rr, c in at
+                                                     if rr == r][0])
+    cols = sorted({c for _, c in at}, key=lambda c: [cells.index(at[(r, cc)]) for r, cc in at
+                                                     if cc == c][0])
+    return rows, cols, at
+
+
+def squares(rs):
+    return "".join(f"<span class=o style='background:{COLORS.get(r['status'], '#000')}'"
+                   f" title='{e(r['id'])}: {e(r['status'])}'></span>"
+                   for r in sorted(rs, key=lambda r: r["id"])) or "-"
 
 
 def bucket_table(h):

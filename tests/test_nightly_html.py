@@ -55,7 +55,10 @@ def night(tmp_path):
     return {"schema": N.NIGHT_SCHEMA, "version": N.NIGHT_VERSION, "label": "2026-11-26",
             "started": 1.7e9, "elapsed_s": 1800, "budget_s": 1800, "shards": 1,
             "plan": {"how": "synthetic", "all_ids": [r["id"] for r in recs]},
-            "matrix": {"cells": ["fine-t2", "zone-t8"]}, "interrupted": False,
+            "matrix": {"cells": ["fine-t2", "zone-t8"],
+                       "values": {"fine-t2": [["locking", "fine"], ["threads", "2"]],
+                                  "zone-t8": [["locking", "zone"], ["threads", "8"]]}},
+            "interrupted": False,
             "records": recs, "buckets": buckets, "canaries": N.canary_summary(recs),
             "vacuity": {}, "history": None, "exit_status": 1,
             "trends": [{"night": f"2026-11-{20 + k} 02:00", "trials": 70, "buckets": k % 3,
@@ -112,6 +115,7 @@ def test_html_page_renders_matrix_and_plots_in_headless_chromium(tmp_path):
     page = tmp_path / "report.html"
     page.write_text(render_html.render(night(tmp_path)))
     text = page.read_text()
+    assert "<th>threads=2</th>" in text and "<th>zone</th>" in text       # a grid, not a list
     assert "<script" not in text and "http" not in text.replace(
         "http://www.w3.org/2000/svg", "")                        # self-contained
     shot = tmp_path / "shot.png"
