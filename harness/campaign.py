@@ -1,5 +1,7 @@
 """`python -m harness faults`: measured detection power of every seeded fault.
 
+Each trial is a subprocess on the trial engine (harness.trials).
+
 For every fault (and a clean control): N trials with a time budget each, with
 and without delay injection; whether, when and by which detector it was
 caught.  Each detected failure is re-run a few times with the same command
@@ -13,8 +15,10 @@ import statistics
 import time
 
 from harness import faults as F
+from harness import trials as T
+from harness.config import to_argv
 from harness.result import CAMPAIGN_SCHEMA, VERSION, to_json, write_new
-from harness.runner import run_stress, warm_up
+from harness.runner import run_stress
 from harness.verdict import EXIT_CLEAN, EXIT_VIOLATION
 
 CLEAN = "clean"
@@ -31,7 +35,8 @@ class TrialInterrupted(Exception):
 
 
 def trial(cfg, warm_s):
-    """One run of `cfg`; a small dict of what happened.  Raises TrialInterrupted."""
+    """One in-process run of `cfg` (for tests and the pytest fixture); a small dict of what
+    happened, with the same keys the campaign keeps.  Raises TrialInterrupted."""
     try:
         result = run_stress(cfg, warm_s=warm_s)
     except KeyboardInterrupt as exc:
@@ -64,45 +69,114 @@ def summarize(trials):
             "p90_ttd_s": percentile(ttd, 0.9), "by_detector": by_detector}
 
 
-def run_campaign(names, template, trials, repro, log=print):
-    """The whole campaign over `names` (faults or CLEAN), trials built from `template`."""
+def from_record(record, cfg):
+    """The campaign's view of one trial subprocess record (same keys as `trial`)."""
+    result = record.get("result") or {}
+    found = result.get("detection_s") or {}
+    problems = result.get("problems") or []
+    detected = record["status"] in (T.VIOLATIONS, T.HANG)
+    if record["status"] in (T.CRASH, T.TIMEOUT, T.LOST):
+        problems = [f"trial {record['status']}: exit {record.get('exit_code')}"
+                    f" {record.get('signal') or ''}".rstrip()]
+    return {"seed": cfg.seed, "chaos": cfg.chaos, "verdict": result.get("verdict")
+            or record["status"].upper(), "detected": detected,
+            "detectors": sorted(set(found) | {p.split(":")[0] for p in problems}) if detected
+            else [], "ttd_s": min(found.values()) if found else None,
+            "problems": problems[:3], "ops": (result.get("totals") or {}).get("ops", 0),
+            "command": result.get("command") or record["command"], "status": record["status"],
+            "exit_code": record.get("exit_code"), "signal": record.get("signal"),
+            "stderr_tail": record.get("stderr_tail", "")[-400:] if not result else ""}
+
+
+def run_campaign(names, template, trials, repro, log=print, engine=None):
+    """The whole campaign over `names` (faults or CLEAN), trials built from `template`.
+
+    Every trial is a subprocess on the trial engine (harness.trials; a local
+    pool unless `engine(on_record)` gives another), so a crash or a hang past
+    the timeout is a recorded trial, not a dead campaign.
+    """
     out = {"schema": CAMPAIGN_SCHEMA, "version": VERSION, "kind": "faults",
            "config": {"trials": trials, "budget_s": template.seconds, "chaos": template.chaos,
                       "repro": repro, "threads": template.threads, "pages": template.pages,
                       "seed": template.seed, "check_ms": template.check_ms,
                       "stall_s": template.stall_s},
-           "warmup_s": warm_up(), "faults": {}, "interrupted": False}
+           "warmup_s": None, "faults": {}, "interrupted": False}
     started = time.monotonic()
-    try:
-        for name in names:
-            fault = F.BY_NAME.get(name)
-            entry = {"what": fault.what if fault else "no fault: the control",
-                     "expected": list(fault.detectors) if fault else [], "modes": {}}
-            out["faults"][name] = entry
-            for mode, p in (("plain", 0.0), ("chaos", template.chaos)):
-                runs = []
-                entry["modes"][mode] = m = {"summary": summarize(runs), "trials": runs}
-                for k in range(trials):
-                    cfg = dataclasses.replace(template, seed=template.seed + k, chaos=p,
-                                              fault="" if name == CLEAN else name)
-                    runs.append(trial(cfg, out["warmup_s"]))
-                    m["summary"] = summarize(runs)
-                first = next((r for r in runs if r["detected"]), None)
-                if first and repro:
-                    cfg = dataclasses.replace(template, seed=first["seed"], chaos=p,
-                                              fault="" if name == CLEAN else name)
-                    again = [trial(cfg, out["warmup_s"])["detected"] for _ in range(repro)]
-                    m["reproduced"] = f"{sum(again)}/{repro}"
-                s = m["summary"]
+    if engine is None:
+        executor, slots = T.local_executor()
+        engine = lambda on_record: T.Engine(executor, slots, on_record)     # noqa: E731
+    warm = T.run_trial(T.warm_trial())
+    out["warmup_s"] = warm["elapsed_s"]
+    configs, plan = {}, []
+    for name in names:
+        fault = F.BY_NAME.get(name)
+        out["faults"][name] = {"what": fault.what if fault else "no fault: the control",
+                               "expected": list(fault.detectors) if fault else [], "modes": {}}
+        for mode, p in (("plain", 0.0), ("chaos", template.chaos)):
+            out["faults"][name]["modes"][mode] = {"summary": summarize([]), "trials": []}
+            for k in range(trials):
+                cfg = dataclasses.replace(template, seed=template.seed + k, chaos=p,
+                                          fault="" if name == CLEAN else name)
+                plan.append(fault_trial(f"{name}/{mode}/{k + 1}", cfg, name, mode))
+                configs[plan[-1].id] = cfg
+    done = {}
+    modes = {(t.cell, dict(t.meta)["mode"]) for t in plan}
+    said = set()
+
+    def finished(record):           # say each (fault, mode) as soon as its trials are in
+        done[record["id"]] = record
+        for name, mode in sorted(modes - said):
+            ids = [f"{name}/{mode}/{k + 1}" for k in range(trials)]
+            if all(i in done for i in ids):
+                said.add((name, mode))
+                s = summarize([from_record(done[i], configs[i]) for i in ids
+                               if done[i]["status"] not in (T.NOT_RUN, T.INTERRUPTED)])
                 log(f"{name:<24} {mode:<6} detected {s['detected']}/{s['trials']}"
-                    f"  median {fmt(s['median_ttd_s'])}  p90 {fmt(s['p90_ttd_s'])}"
-                    f"  {m.get('reproduced', '')}")
-    except TrialInterrupted as stop:
+                    f"  median {fmt(s['median_ttd_s'])}  p90 {fmt(s['p90_ttd_s'])}")
+    try:
+        _run_all(engine, plan, finished)
+        again = []
+        for name, entry in out["faults"].items():
+            for mode in entry["modes"]:
+                ids = [f"{name}/{mode}/{k + 1}" for k in range(trials)]
+                first = next((i for i in ids if i in done and
+                              from_record(done[i], configs[i])["detected"]), None)
+                if first and repro:
+                    again += [fault_trial(f"{first}/repro-{j + 1}", configs[first], name, mode)
+                              for j in range(repro)]
+        _run_all(engine, again, lambda r: done.__setitem__(r["id"], r))
+    except KeyboardInterrupt as exc:
+        from harness.signals import exit_status
         out["interrupted"] = True
-        out["exit_status"] = stop.status
+        out["exit_status"] = exit_status(exc)
         log("interrupted: the campaign keeps the trials that finished")
+    for name, entry in out["faults"].items():
+        for mode, m in entry["modes"].items():
+            ids = [f"{name}/{mode}/{k + 1}" for k in range(trials)]
+            m["trials"] = [from_record(done[i], configs[i]) for i in ids if i in done
+                           and done[i]["status"] not in (T.NOT_RUN, T.INTERRUPTED)]
+            m["summary"] = summarize(m["trials"])
+            first = next((i for i in ids if i in done and
+                          from_record(done[i], configs[i])["detected"]), None)
+            reruns = [done[r] for r in done if first and r.startswith(first + "/repro-")
+                      and done[r]["status"] not in (T.NOT_RUN, T.INTERRUPTED)]
+            if reruns:
+                hits = sum(from_record(r, configs[first])["detected"] for r in reruns)
+                m["reproduced"] = f"{hits}/{len(reruns)}"
     out["elapsed_s"] = round(time.monotonic() - started, 1)
     return out
+
+
+def fault_trial(trial_id, cfg, name, mode):
+    return T.Trial(id=trial_id, argv=tuple(to_argv(cfg)),
+                   timeout_s=T.timeout_for(cfg.seconds, cfg.stall_s), cell=name, kind="fault",
+                   meta=(("mode", mode), ("seed", cfg.seed)))
+
+
+def _run_all(engine, plan, on_record):
+    """Run `plan` on a fresh engine, handing each record to `on_record` as it finishes."""
+    if plan:
+        engine(on_record).run(plan)
 
 
 def fmt(seconds):

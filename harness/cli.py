@@ -1,4 +1,4 @@
-"""Command line: `python -m harness {stress,lockorder,faults,bench,report}`.
+"""Command line: `python -m harness {stress,lockorder,faults,nightly,bench,report}`.
 
 Every command checks its input and its output paths before any work starts
 (bad usage: one line, exit 2), stops within a second on Ctrl-C, SIGTERM or
@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from harness import signals
 from harness.config import MAX_THREADS, ConfigError, RunConfig, add_options, from_args, \
@@ -104,6 +105,36 @@ def build_parser():
     faults.add_argument("--seed", type=_at_least(0), default=1)
     faults.add_argument("--report-dir", default="reports")
     faults.add_argument("--json", action="store_true")
+    _engine_options(faults)
+
+    nightly = sub.add_parser("nightly", help="time-budgeted race detection over a matrix, with"
+                             " canaries, failure buckets and history (also: merge, report)")
+    nightly.add_argument("verb", nargs="?", choices=("run", "merge", "report"), default="run",
+                         help="run (default) a night or a shard; merge shard outputs; report:"
+                         " re-render a night.json")
+    nightly.add_argument("paths", nargs="*", help="merge: shard output folders; report: a"
+                         " night.json")
+    nightly.add_argument("--budget", default="30m",
+                         help="wall time for the whole night, e.g. 90s, 30m, 2h (default 30m)")
+    nightly.add_argument("--matrix", metavar="TOML", help="the matrix (default: built in)")
+    nightly.add_argument("--show-matrix", action="store_true",
+                         help="print the matrix's cells and TOML, then exit")
+    nightly.add_argument("--shard", default="1/1", help="run slice i of N of the trials (i/N)")
+    nightly.add_argument("--seed", type=_at_least(0, 1 << 40), default=None,
+                         help="night seed (default: days since 1970, UTC: shards of a night agree)")
+    nightly.add_argument("--rounds", type=_at_least(1, 1000), default=None,
+                         help="seeds per cell (default: as many as the budget fits)")
+    nightly.add_argument("--trial-seconds", type=_positive_seconds, default=None,
+                         help="fix each cell trial's length (default: fitted to the budget)")
+    nightly.add_argument("--repro", type=_at_least(0, 20), default=3,
+                         help="re-runs of the first trial of each new bucket (default 3)")
+    nightly.add_argument("--out", help="output folder (default reports/nightly-<time>)")
+    nightly.add_argument("--history", default=None,
+                         help="SQLite history (default reports/history.sqlite)")
+    nightly.add_argument("--label", help="the night's name in the history (default: its date)")
+    nightly.add_argument("--format", choices=("md", "junit", "html", "json"), default="md",
+                         help="report: what to print (default md)")
+    _engine_options(nightly)
 
     report = sub.add_parser("report", help="re-render a saved stress or campaign result")
     report.add_argument("file")
@@ -123,6 +154,46 @@ def build_parser():
     bench.add_argument("--reclaim-mix", type=parse_mix, default=None,
                        help="with --capture-table: reclaimer wanted-order weights")
     return parser
+
+
+def _engine_options(parser):
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run trials on a Dask cluster, e.g. tcp://host:8786")
+    parser.add_argument("--local-cluster", type=_at_least(1, 256), metavar="N",
+                        help="run trials on a new Dask LocalCluster of N worker processes")
+
+
+def _engine(args, say):
+    """(engine factory, slots, close): the local pool, or Dask; UsageError if unreachable."""
+    from harness import trials as T
+    if args.scheduler and args.local_cluster:
+        raise UsageError("choose one of --scheduler and --local-cluster")
+    if args.scheduler or args.local_cluster:
+        try:
+            executor, slots, close, client = T.dask_executor(args.scheduler, args.local_cluster)
+        except OSError as err:
+            raise UsageError(str(err)) from None
+        say(f"engine: Dask {client.scheduler.address}, {slots} worker(s) with machine=1")
+
+        def warm():
+            for rec in client.run(T.run_trial, T.warm_trial()).values():
+                if rec["status"] != T.CLEAN:
+                    say(f"warm-up failed on a worker: {rec['stderr_tail'][-300:]}")
+    else:
+        executor, slots = T.local_executor()
+        close = executor.shutdown
+        say(f"engine: local pool, {slots} trial(s) at a time ({os.cpu_count()} cores,"
+            f" {T.CORES_PER_TRIAL} per trial)")
+
+        def warm():
+            rec = T.run_trial(T.warm_trial())
+            if rec["status"] != T.CLEAN:
+                raise UsageError(f"warm-up failed: {rec['stderr_tail'][-300:]}")
+
+    def factory(on_record, on_start=None):
+        return T.Engine(executor, slots, on_record, on_start=on_start)
+    factory.warm = warm
+    return factory, slots, close
 
 
 def _say(quiet):
@@ -276,7 +347,11 @@ def cmd_faults(args):
         raise UsageError(str(err)) from None
     prepare_dir(args.report_dir)
     say = _say(args.json)
-    campaign = run_campaign(names, template, args.trials, args.repro, say)
+    engine, _, close = _engine(args, say)
+    try:
+        campaign = run_campaign(names, template, args.trials, args.repro, say, engine)
+    finally:
+        close()
     text = table(campaign)
     try:
         paths = save_campaign(campaign, text, args.report_dir)
@@ -287,6 +362,117 @@ def cmd_faults(args):
         return EXIT_WRITE
     print(json.dumps(campaign, indent=1) if args.json else text)
     return exit_status(campaign)
+
+
+# ---------------------------------------------------------------- nightly
+
+def cmd_nightly(args):
+    """Exit 0 clean night, 1 new bucket or regression, 5 a canary escaped, 2 bad usage."""
+    from harness import history as H
+    from harness import matrix as M
+    from harness import nightly as N
+    from harness.result import prepare_dir
+    say = _say(False)
+    try:
+        if args.verb == "report":
+            if len(args.paths) != 1:
+                raise UsageError("nightly report takes one night.json")
+            night = N.load_night(args.paths[0])
+            print(_render_night(night, args.format), end="")
+            return 0
+        history = args.history or H.default_path()
+        if args.verb == "merge":
+            if not args.paths:
+                raise UsageError("nightly merge needs at least one shard output folder")
+            parts = N.find_parts(args.paths)
+            [N.load_part(p) for p in parts]
+            H.check(history)
+            out = args.out or _new_out_dir()
+            prepare_dir(out)
+            night = N.merge(parts, out, history, label=args.label)
+            return _publish_night(night, out, say)     # shards never write the history
+        if args.paths:
+            raise UsageError(f"unexpected argument {args.paths[0]!r}")
+        matrix = M.load(args.matrix)
+        if args.show_matrix:
+            print(M.show(matrix))
+            return 0
+        budget = N.parse_budget(args.budget)
+        shard = N.parse_shard(args.shard)
+        if shard[1] == 1:
+            H.check(history)
+        out = args.out or _new_out_dir()
+        prepare_dir(out)
+        engine, slots, close = _engine(args, say)
+    except (N.NightlyError, M.MatrixError, H.HistoryError) as err:
+        raise UsageError(str(err)) from None
+    try:
+        try:
+            plan = N.plan(matrix, budget, slots, shard, args.seed, args.rounds,
+                          trial_s=args.trial_seconds)
+        except N.NightlyError as err:
+            raise UsageError(str(err)) from None
+        say("warm-up: compiling or loading the kernels...")
+        started, t0 = time.time(), time.monotonic()
+        engine.warm()
+        warm = time.monotonic() - t0
+        say(f"warm-up: {warm:.1f} s")
+        try:        # the trials get what the warm-up left of the budget
+            plan = N.plan(matrix, budget - warm, slots, shard, args.seed, args.rounds,
+                          trial_s=args.trial_seconds)
+        except N.NightlyError:
+            pass    # keep the first plan: the deadline skips what does not fit
+        say(f"nightly: {plan.how}")
+        try:
+            part = N.run_part(plan, engine, out, history if os.path.exists(history) else None,
+                              args.repro, say, matrix, args.label, started, budget)
+        except KeyboardInterrupt as exc:
+            say(f"interrupted ({signals.signal_name(exc)}): finished trials are kept in {out};"
+                " the history is not updated")
+            parts = N.find_parts([out])
+            night = N.merge(parts, out, history, label=args.label, write_history=False)
+            N.render_all(night, out)
+            return signals.exit_status(exc)
+    finally:
+        close()
+    if shard[1] > 1:
+        say(f"shard {shard[0]}/{shard[1]} written: {part}; merge all shards with"
+            " `python -m harness nightly merge DIR...`")
+        return 0
+    try:
+        night = N.merge([part], out, history, label=args.label)
+    except (N.NightlyError, H.HistoryError) as err:
+        raise UsageError(str(err)) from None
+    return _publish_night(night, out, say)
+
+
+def _new_out_dir():
+    base = os.path.join("reports", "nightly-" + time.strftime("%Y%m%d-%H%M%S"))
+    out, k = base, 1
+    while os.path.exists(out):
+        k += 1
+        out = f"{base}-{k}"
+    return out
+
+
+def _render_night(night, fmt):
+    from harness import render_html, render_junit, render_markdown
+    from harness.result import to_json
+    return {"md": render_markdown.render, "junit": render_junit.render,
+            "html": render_html.render, "json": to_json}[fmt](night)
+
+
+def _publish_night(night, out, say):
+    from harness import nightly as N
+    from harness import render_markdown
+    paths = N.render_all(night, out)
+    print(render_markdown.render(night), end="")
+    for fault, c in night["canaries"].items():
+        if c["escaped"]:
+            say(f"CANARY ESCAPED: {fault} was not caught in {c['escaped']}/{c['runs']} runs:"
+                " the harness lost detection power (exit 5)")
+    say(f"night written: {os.path.join(out, 'night.json')}, " + ", ".join(paths.values()))
+    return night["exit_status"]
 
 
 # ---------------------------------------------------------------- report
@@ -334,7 +520,7 @@ def cmd_bench(args):
 
 
 COMMANDS = {"stress": cmd_stress, "lockorder": cmd_lockorder, "faults": cmd_faults,
-            "bench": cmd_bench, "report": cmd_report}
+            "nightly": cmd_nightly, "bench": cmd_bench, "report": cmd_report}
 
 
 def main(argv=None):

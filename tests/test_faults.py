@@ -176,3 +176,6 @@ def test_cli_campaign_writes_reports_and_exits_0(tmp_path, warmed):
         stale = campaign["faults"]["stale-buddy-order"]["modes"][mode]
         assert stale["summary"]["detected"] == 1
         assert stale["reproduced"] in ("0/1", "1/1")
+        for t in clean["trials"] + stale["trials"]:     # subprocess trials on the engine
+            assert t["status"] in ("clean", "violations") and t["exit_code"] in (0, 1)
+            assert t["command"].startswith("python -m harness stress")

@@ -1,0 +1,76 @@
+"""A night as JUnit XML: one testcase per matrix cell and per canary, with stable names.
+
+GitLab, Jenkins and GitHub test reporters read this.  A cell fails with its
+bucket titles as the message and the reproduction commands in system-out; a
+canary fails when any of its runs was not caught by a detector the fault
+declares; a cell none of whose trials ran
+is skipped.  No seed or time ever enters a name.
+"""
+
+import xml.etree.ElementTree as ET
+
+from harness import trials as T
+
+FAILING = (T.VIOLATIONS, T.HANG, T.CRASH, T.TIMEOUT)
+
+
+def render(night):
+    per = {}
+    for r in night["records"]:
+        if r["kind"] in ("cell", "canary"):
+            per.setdefault((r["kind"], r["cell"]), []).append(r)
+    for name in (night.get("matrix") or {}).get("cells", []):
+        per.setdefault(("cell", name), [])
+    state = {s: b.get("state", "new") for s, b in night["buckets"].items()}
+    canaries = {f"canary-{f}": c for f, c in night["canaries"].items()}
+    root = ET.Element("testsuites", name="nightly race detection")
+    for kind, suite_name in (("cell", "nightly.matrix"), ("canary", "nightly.canaries")):
+        suite = ET.SubElement(root, "testsuite", name=suite_name)
+        n = fails = skips = 0
+        total_t = 0.0
+        for (k, cell), rs in sorted(per.items()):
+            if k != kind:
+                continue
+            n += 1
+            t = sum(r.get("elapsed_s") or 0 for r in rs)
+            total_t += t
+            case = ET.SubElement(suite, "testcase", classname=suite_name, name=cell,
+                                 time=f"{t:.2f}")
+            ran = [r for r in rs if r["status"] not in (T.NOT_RUN, T.INTERRUPTED, T.LOST)]
+            out = [f"{r['id']}: {r['status']}  reproduce: {r['command']}" for r in rs]
+            if not ran:
+                skips += 1
+                ET.SubElement(case, "skipped", message="no trial of this cell ran tonight"
+                              " (budget, interrupt or lost worker)")
+            elif kind == "cell" and any(r["status"] in FAILING for r in ran):
+                fails += 1
+                titles = []
+                for r in ran:
+                    for sig, title in r.get("signatures", [])[:1]:
+                        text = f"[{state.get(sig, 'new')}] {title}"
+                        if text not in titles:
+                            titles.append(text)
+                bad = [r for r in ran if r["status"] in FAILING]
+                f = ET.SubElement(case, "failure", message="; ".join(titles)[:1000],
+                                  type="race" if titles else "failure")
+                f.text = "\n".join(
+                    [f"{len(bad)}/{len(ran)} trials failed"] +
+                    [f"{r['id']}: {'; '.join(r.get('problems') or [r['status']])}"
+                     f"\n  {r.get('race') or ''}\n  reproduce: {r['command']}" for r in bad])
+            elif kind == "canary" and canaries.get(cell, {}).get("escaped"):
+                fails += 1
+                c = canaries[cell]
+                f = ET.SubElement(case, "failure", type="canary-escaped",
+                                  message=f"canary escaped {c['escaped']}/{c['runs']} runs (no"
+                                  f" {'/'.join(c['expected'])} finding): the harness lost"
+                                  " detection power")
+                f.text = "\n".join(f"reproduce: {cmd}" for cmd in c["escaped_commands"])
+            ET.SubElement(case, "system-out").text = "\n".join(out)
+        suite.set("tests", str(n))
+        suite.set("failures", str(fails))
+        suite.set("errors", "0")
+        suite.set("skipped", str(skips))
+        suite.set("time", f"{total_t:.2f}")
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") \
+        + "\n"
