@@ -143,7 +143,7 @@ def test_the_bounds_checked_build_names_the_kernel(tmp_path):
     assert out.stdout.strip() == "index out of bounds on axis 0 in __main__.stray", out.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.cold_compile
 @pytest.mark.timeout(900)
 def test_a_stray_index_in_an_allocator_kernel_is_named(tmp_path):
     # A free list whose head points past the zone: alloc_block's unlink indexes out of range.
