@@ -21,7 +21,6 @@ escaped (the harness lost detection power: this wins over 1); 2 bad usage;
 
 import dataclasses
 import glob
-import json
 import math
 import os
 import re
@@ -35,7 +34,7 @@ from harness import matrix as M
 from harness import trials as T
 from harness.config import from_dict, to_argv
 from harness.faults import BY_NAME
-from harness.result import WriteError, to_json, write_atomic
+from harness.result import ResultError, WriteError, read_json, to_json, write_atomic
 
 PART_SCHEMA, NIGHT_SCHEMA, NIGHT_VERSION = "buddy-stress-nightly-part", "buddy-stress-nightly", 1
 EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_WRITE, EXIT_CANARY = 0, 1, 2, 4, 5
@@ -308,10 +307,9 @@ def run_part(the_plan, engine_factory, out_dir, history_path=None, repro=REPRO_R
 
 def load_part(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as err:
-        raise NightlyError(f"cannot read shard output {path}: {err}") from None
+        data = read_json(path, "shard output")
+    except ResultError as err:
+        raise NightlyError(str(err)) from None
     if not isinstance(data, dict) or data.get("schema") != PART_SCHEMA or \
             data.get("version") != NIGHT_VERSION or not isinstance(data.get("records"), list):
         raise NightlyError(f"{path} is not a nightly shard output of this tool")
@@ -477,10 +475,9 @@ def exit_status(night):
 
 def load_night(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as err:
-        raise NightlyError(f"cannot read night {path}: {err}") from None
+        data = read_json(path, "night")
+    except ResultError as err:
+        raise NightlyError(str(err)) from None
     if not isinstance(data, dict) or data.get("schema") != NIGHT_SCHEMA or \
             data.get("version") != NIGHT_VERSION:
         raise NightlyError(f"{path} is not a night result of this tool")

@@ -215,22 +215,28 @@ STRESS_FIELDS = {"config": dict, "outcome": str, "threads": list, "locks": dict,
 CAMPAIGN_FIELDS = {"config": dict, "faults": dict}
 
 
-def load(path):
-    """A saved stress or campaign result, checked; raises ResultError."""
+def read_json(path, what="report"):
+    """The JSON value in `path`, read safely: a regular file of bounded size, strict JSON.
+
+    Raises ResultError with a one-line message naming `what` could not be read.
+    """
     try:
         if not os.path.isfile(path):
-            raise ResultError(f"cannot read report {path}: not a regular file")
+            raise ResultError(f"cannot read {what} {path}: not a regular file")
         if os.path.getsize(path) > MAX_LOAD_BYTES:
-            raise ResultError(f"cannot read report {path}: larger than"
-                              f" {MAX_LOAD_BYTES >> 20} MiB, not a report")
+            raise ResultError(f"cannot read {what} {path}: larger than"
+                              f" {MAX_LOAD_BYTES >> 20} MiB, not a {what}")
         with open(path, encoding="utf-8") as f:
-            data = json.loads(f.read(MAX_LOAD_BYTES + 1),
-                              parse_constant=_refuse_constant)
+            return json.loads(f.read(MAX_LOAD_BYTES + 1), parse_constant=_refuse_constant)
     except ResultError:
         raise
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise ResultError(f"cannot read report {path}: {err}") from None
-    return check(data, path)
+        raise ResultError(f"cannot read {what} {path}: {err}") from None
+
+
+def load(path):
+    """A saved stress or campaign result, checked; raises ResultError."""
+    return check(read_json(path), path)
 
 
 def _refuse_constant(name):
