@@ -305,13 +305,21 @@ def run_part(the_plan, engine_factory, out_dir, history_path=None, repro=REPRO_R
 
 # ---------------------------------------------------------------- merge
 
-def load_part(path):
+def _load(path, what, schema):
+    """The saved `what` at `path` if it has this tool's `schema` and version; NightlyError."""
     try:
-        data = read_json(path, "shard output")
+        data = read_json(path, what)
     except ResultError as err:
         raise NightlyError(str(err)) from None
-    if not isinstance(data, dict) or data.get("schema") != PART_SCHEMA or \
-            data.get("version") != NIGHT_VERSION or not isinstance(data.get("records"), list):
+    if not isinstance(data, dict) or data.get("schema") != schema or \
+            data.get("version") != NIGHT_VERSION:
+        raise NightlyError(f"{path} is not a {what} of this tool")
+    return data
+
+
+def load_part(path):
+    data = _load(path, "nightly shard output", PART_SCHEMA)
+    if not isinstance(data.get("records"), list):
         raise NightlyError(f"{path} is not a nightly shard output of this tool")
     return data
 
@@ -474,14 +482,7 @@ def exit_status(night):
 
 
 def load_night(path):
-    try:
-        data = read_json(path, "night")
-    except ResultError as err:
-        raise NightlyError(str(err)) from None
-    if not isinstance(data, dict) or data.get("schema") != NIGHT_SCHEMA or \
-            data.get("version") != NIGHT_VERSION:
-        raise NightlyError(f"{path} is not a night result of this tool")
-    return data
+    return _load(path, "night result", NIGHT_SCHEMA)
 
 
 def render_all(night, out_dir):
