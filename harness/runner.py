@@ -41,6 +41,8 @@ from workers.pool import Workers
 __all__ = ["ALLOC_MIX", "DETECTORS", "RECLAIM_MIX", "Run", "RunConfig", "run_stress", "warm_up"]
 POLL_S = 0.005                  # the main thread's sampling period (watchdog resolution)
 LOCKDEP_POLL_S = 0.2
+SETTLE_S = 0.5                  # after a hang, how long the threads not in a lock wait get to exit
+LOST_WAKEUP_S = 0.2             # a sleeper on a free lock this long, lock untouched: lost wakeup
 
 
 class Run:
@@ -230,6 +232,7 @@ class Run:
                 self.detected("watchdog")
         if self.outcome == "hang":
             self.ended_by = "hang"
+            self._settle(threads)
             self.wait_for = self.wait_for_graph()
             self._ctl(L.CTL_ABORT, 1)                  # every lock wait gives up now
             deadline = time.monotonic() + 2.0
@@ -242,6 +245,14 @@ class Run:
                         th.join(timeout=0.01)
         self.unjoined = [th.name for th in threads if th.is_alive()]
 
+    def _settle(self, threads):
+        """Let the threads that are not asleep in a lock wait see the stop and exit, so the
+        wait-for graph is read while nobody else takes locks."""
+        deadline = time.monotonic() + SETTLE_S
+        for i, th in enumerate(threads):
+            if th.ident is not None and self.t[i, L.T_STATE, L.T_WAITING] == 0:
+                th.join(timeout=max(0.0, deadline - time.monotonic()))
+
     def sample(self, elapsed):
         c = [thread_counters(self.t, i) for i in range(self.cfg.threads)]
         s = {"t": round(elapsed, 3), "ops": sum(x["ops"] for x in c),
@@ -253,7 +264,13 @@ class Run:
             self.progress(self, s)
 
     def wait_for_graph(self):
-        """Who holds which lock and who waits for which: edges thread -> thread."""
+        """Who holds which lock and who waits for which: edges thread -> thread.
+
+        A sleeper on a lock nobody holds is normal for a moment (the release woke it
+        and it has not run yet; on a busy machine that can take a while), so it is
+        called a lost wakeup only if it is still asleep on that lock after
+        LOST_WAKEUP_S and nobody took the lock in between.
+        """
         locks = self.sec.locks
         lock0 = self.sec.lock0
         graph = []
@@ -263,12 +280,21 @@ class Run:
                 continue
             holder = int(self.z[row, L_OWNER]) - 1
             edge = {"thread": i, "waits_for_lock": lock_name(self.sec, row), "held_by": holder,
-                    "class": H.CLASS_NAMES[int(self.z[row, L_CLASS])]}
+                    "class": H.CLASS_NAMES[int(self.z[row, L_CLASS])], "row": row}
             if holder < 0:
-                # Asleep on a lock nobody holds: its release did not wake it.
-                edge["lost_wakeup"] = True
-                edge["lock_word"] = int(self.z[row, L_WORD])
+                edge["acquisitions"] = int(self.z[row, L_ACQ])
             graph.append(edge)
+        free = [e for e in graph if e["held_by"] < 0]
+        if free:
+            time.sleep(LOST_WAKEUP_S)
+        for e in free:
+            row = e.pop("row")
+            e["lost_wakeup"] = (int(self.t[e["thread"], L.T_STATE, L.T_WAITING]) - 1 == row
+                                and int(self.z[row, L_OWNER]) == 0
+                                and int(self.z[row, L_ACQ]) == e.pop("acquisitions"))
+            e["lock_word"] = int(self.z[row, L_WORD])
+        for e in graph:
+            e.pop("row", None)
         cycle = find_cycle({g["thread"]: g["held_by"] for g in graph if g["held_by"] >= 0})
         return {"edges": graph, "cycle": cycle,
                 "held": {i: [lock_name(self.sec, lock0 + int(r)) for r in

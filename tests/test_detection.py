@@ -47,6 +47,24 @@ def test_a_lost_wakeup_is_a_named_hang(warmed):
     assert r["duration_s"] < 10 and r["unjoined_threads"] == []
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("taken_meanwhile", [False, True])
+def test_a_sleeper_on_a_free_lock_is_a_lost_wakeup_only_if_nobody_takes_the_lock(
+        taken_meanwhile):
+    """Right after a release the woken waiter may not have run yet (a busy machine), so
+    one look at "asleep on a free lock" proves nothing: the lock must stay untouched."""
+    from harness.runner import LOST_WAKEUP_S, Run
+    run = Run(RunConfig(threads=2, reclaimers=1, pages=1 << 12, seconds=1))
+    row = block_lock(run.z, 1024)
+    run.t[0, L.T_STATE, L.T_WAITING] = row + 1          # thread 0 asleep on block[1], free
+    if taken_meanwhile:                                 # ... while thread 1 takes it
+        threading.Timer(LOST_WAKEUP_S / 4, lambda: run.z.__setitem__(
+            (row, L.L_ACQ), run.z[row, L.L_ACQ] + 1)).start()
+    (edge,) = run.wait_for_graph()["edges"]
+    assert edge["waits_for_lock"] == "block[1]" and edge["held_by"] == -1
+    assert edge["lost_wakeup"] is (not taken_meanwhile)
+
+
 # ---------------------------------------------------------------- the witness
 
 def test_the_witness_names_the_lock_and_both_threads_when_exclusion_is_lost():

@@ -17,7 +17,7 @@ from workers.counters import C_ABORTS, C_ALLOC_FAIL, C_CACHED, C_FREES, C_OPS, c
 from workers.detectors import PAGECACHE, free_checked, hand_over, pagecache_tag
 from workers.held import held_take, keep_block
 from workers.pagecache import pool_has_room, pool_put
-from workers.park import between_ops
+from workers.park import ALLOCATOR_CHECK_EVERY, between_ops
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -28,7 +28,7 @@ def allocator_loop(z, t, me, pool, held, cfg):
     n = 0
     seq = 0
     ops = 0
-    while not between_ops(z, t, me, ops):
+    while not between_ops(z, t, me, ops, ALLOCATOR_CHECK_EVERY):
         ops += 1
         x = step(x)
         if n == 0 or (n < cap // 2 and bounded(x, 4) != 0) or (n < cap and bounded(x, 2) == 0):

@@ -8,7 +8,8 @@ from harness.atomics import futex_wait, load_acquire, store_release
 from harness.layout import CTL_PARK, CTL_STOP, T_COUNT0, T_HEARTBEAT, T_PARKED, T_STATE, ctl_row
 from workers.counters import C_OPS, C_PARKS, count
 
-CHECK_EVERY = 64                        # operations between heartbeats / park and stop checks
+ALLOCATOR_CHECK_EVERY = 64      # allocator operations (a few microseconds each) between checks
+RECLAIMER_CHECK_EVERY = 1       # a reclaimer operation can free thousands of pages: every one
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
@@ -30,12 +31,20 @@ def _park(z, t, me, epoch):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def between_ops(z, t, me, ops):
-    """Per-operation housekeeping, every CHECK_EVERY operations: publish the op count and a
-    heartbeat, park while asked; True when the run should end."""
-    if ops & (CHECK_EVERY - 1) != 0:
+def beat(t, me):
+    """Publish progress for the watchdog (a thread-private counter: no race)."""
+    t[me, T_STATE, T_HEARTBEAT] += 1
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def between_ops(z, t, me, ops, every):
+    """Per-operation housekeeping, every `every` (a power of two) operations: publish the op
+    count and a heartbeat, park while asked; True when the run should end.  The interval
+    must keep a heartbeat well inside the watchdog's stall limit even on an oversubscribed
+    machine, so roles with long operations check after each one."""
+    if ops & (every - 1) != 0:
         return False
     t[me, T_COUNT0, C_OPS] = ops
-    t[me, T_STATE, T_HEARTBEAT] += 1
+    beat(t, me)
     park_if_asked(z, t, me)
     return load_acquire(z, (ctl_row(z), CTL_STOP)) != 0

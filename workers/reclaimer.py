@@ -24,7 +24,7 @@ from workers.detectors import (K_STALE_CAPTURE, PAGECACHE, audit_capture, check_
                                hand_over, pagecache_tag, violation)
 from workers.held import held_take, keep_block
 from workers.pagecache import pool_take
-from workers.park import between_ops, park_if_asked
+from workers.park import RECLAIMER_CHECK_EVERY, beat, between_ops, park_if_asked
 
 BATCH_MAX = 4096                # size of the `batch` scratch array a reclaimer is given
 
@@ -47,6 +47,8 @@ def reclaim(z, t, me, pool, batch, cfg, wanted):
             violation(z, t, me, K_STALE_CAPTURE, z[Z.lrow(z, lst), LS_HEAD], 0, lst, 0,
                       z[Z.lrow(z, lst), LS_COUNT])
     for i in range(n):
+        if i & 63 == 63:
+            beat(t, me)                 # a batch of up to thousands of frees is progress too
         # A page-cache page becomes ours first, so the detectors see who frees it.
         hand_over(z, t, me, batch[i], 0, PAGECACHE, pagecache_tag(), me, pagecache_tag())
         if not free_checked(z, t, me, batch[i], 0, me, pagecache_tag(), lst):
@@ -80,7 +82,7 @@ def reclaimer_loop(z, t, me, pool, held, cfg, batch):
     n = 0
     seq = 0
     ops = 0
-    while not between_ops(z, t, me, ops):
+    while not between_ops(z, t, me, ops, RECLAIMER_CHECK_EVERY):
         ops += 1
         x = step(x)
         if n >= cap or (n > 0 and bounded(x, 2) == 0):
