@@ -136,7 +136,7 @@ def build_parser():
                          help="report: what to print (default md)")
     _engine_options(nightly)
 
-    report = sub.add_parser("report", help="re-render a saved stress or campaign result")
+    report = sub.add_parser("report", help="re-render a saved stress, campaign or nightly result")
     report.add_argument("file")
 
     bench = sub.add_parser("bench", help="allocator throughput: schemes x threads vs plain Python")
@@ -480,8 +480,13 @@ def _publish_night(night, out, say):
 def cmd_report(args):
     from harness.campaign import table
     from harness.report import summary
-    from harness.result import CAMPAIGN_SCHEMA, load
-    result = load(args.file)
+    from harness.nightly import NIGHT_SCHEMA, load_night
+    from harness.result import CAMPAIGN_SCHEMA, check, read_json
+    data = read_json(args.file)
+    if isinstance(data, dict) and data.get("schema") == NIGHT_SCHEMA:
+        print(_render_night(load_night(args.file), "md"), end="")
+        return 0
+    result = check(data, args.file)
     if result["schema"] == CAMPAIGN_SCHEMA:
         print(table(result))
     else:

@@ -132,6 +132,11 @@ def test_shards_and_merge_give_the_same_trials_and_a_still_open_bucket(nights):
     assert again.returncode == 0
     with open(d / "merged" / "junit.xml") as f:
         assert f.read() == again.stdout           # one result, rendered again the same
+    summary = subprocess.run([sys.executable, "-m", "harness", "report",
+                              str(d / "merged" / "night.json")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    with open(d / "merged" / "summary.md") as f:
+        assert (summary.returncode, summary.stdout) == (0, f.read())   # `report` reads nights
 
 
 @pytest.mark.timeout(60)
