@@ -337,10 +337,13 @@ def test_analyze_unlock_not_held():
 def test_dot_marks_declared_but_unseen_edges_dashed():
     t = table()
     edge(t, 0, H.BLOCK, H.AREA, H.S_EXPAND_AREA)
+    for taken, site in ((H.BLOCK, H.S_FREE_BLOCK), (H.AREA, H.S_ALLOC_AREA)):
+        edge(t, 1, H.PCP, taken, site)
     dot = lockdep.to_dot(lockdep.analyze(t, "fine"))
-    assert '"block" -> "area"' in dot
+    assert '"block" -> "area"' in dot and '"pcp" -> "block"' in dot
     dashed = [line for line in dot.splitlines() if "dashed" in line]
-    assert len(dashed) == 1 and '"block" -> "capture"' in dashed[0]
+    assert len(dashed) == 2, dashed
+    assert '"block" -> "capture"' in dashed[0] and '"pcp" -> "capture"' in dashed[1]
 
 
 # ---------------------------------------------------------------- the seeded inversion
