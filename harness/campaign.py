@@ -116,7 +116,8 @@ def run_campaign(names, template, trials, repro, log=print, engine=None):
             out["faults"][name]["modes"][mode] = {"summary": summarize([]), "trials": []}
             for k in range(trials):
                 cfg = dataclasses.replace(template, seed=template.seed + k, chaos=p,
-                                          fault="" if name == CLEAN else name)
+                                          fault="" if name == CLEAN else name,
+                                          pcp=fault.pcp if fault else template.pcp)
                 plan.append(fault_trial(f"{name}/{mode}/{k + 1}", cfg, name, mode))
                 configs[plan[-1].id] = cfg
     done = {}
