@@ -32,11 +32,7 @@ class Fault:
     detectors: tuple     # any one must catch it: ownership, poison, invariants, lockdep, watchdog
     narrow: bool         # a narrow race window: delay injection (--chaos) should help
     schemes: tuple       # locking schemes in which the fault has an effect: "fine", "zone"
-    # A fault of the per-CPU lists: no effect with --no-pcp.  Campaigns and canaries run
-    # each fault with per-CPU lists on exactly when this is set: with them on, a free of
-    # order 0..3 reaches the buddy only in a batch, so the buddy's race windows, where the
-    # other faults live, open far less often (capture-place-unlocked escaped 3/3 trials).
-    pcp: bool = False
+    pcp: bool = False    # a fault of the per-CPU lists: no effect with --no-pcp
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
