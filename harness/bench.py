@@ -1,14 +1,23 @@
-"""`python -m harness bench`: allocator throughput, both schemes, 1 and N threads, vs plain Python.
+"""`python -m harness bench`: allocator throughput, both schemes with and without per-CPU
+lists, 1..N threads, against plain Python and a C reference.
 
 Workload (the same for every variant): the plain allocator role
 (workers.allocator) with detectors and page cache off: each thread keeps up
 to HELD blocks; each step it allocates (order drawn from MIX) when it holds
 fewer than half, frees a random held block when it holds more than half, and
 otherwise tosses a coin.  An operation is one alloc attempt or one free.
-Every variant runs in the same process, one after another, so ratios compare
-like with like.
+Variants: `zone`, `fine` (no per-CPU lists), `zone+pcp`, `fine+pcp` (PCP_BATCH,
+PCP_HIGH), `python` (harness.baseline), and `c`: harness/bench_ref.c, the same
+loop over the same buddy under one pthread mutex, compiled with the system C
+compiler into a temporary directory at bench time (skipped, with one line
+saying why, when there is none).  Every variant runs in the same process (C in
+a child), one after another, so ratios compare like with like.
 """
 
+import os
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 
@@ -27,6 +36,9 @@ from workers.pagecache import new_pool
 MIX = {0: 60, 1: 20, 2: 10, 3: 9.5, 9: 0.5}     # percent; "mostly 0-3, occasional order 9"
 HELD = 256
 PAGES = 1 << 16
+PCP_BATCH, PCP_HIGH = 16, 96                    # the stress defaults (harness.config)
+VARIANTS = ("python", "c", "zone", "fine", "zone+pcp", "fine+pcp")
+C_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_ref.c")
 
 
 def run_threads(threads, seconds, stop):
@@ -44,9 +56,10 @@ def run_threads(threads, seconds, stop):
     return time.perf_counter() - t0
 
 
-def run_numba(scheme, nthreads, seconds, seed=1):
-    """ops/s of the Numba allocator; also its lock contention."""
-    z = L.new_zone_table(PAGES, scheme)
+def run_numba(scheme, nthreads, seconds, seed=1, pcp=False):
+    """ops/s of the Numba allocator (with per-CPU lists if `pcp`); also its lock contention."""
+    z = L.new_zone_table(PAGES, scheme, cpus=nthreads if pcp else 0, batch=PCP_BATCH,
+                         high=PCP_HIGH)
     th = L.new_thread_table(nthreads)
     for t in range(nthreads):
         th[t, L.T_STATE, L.T_RNG] = seed_state(seed, t)
@@ -102,84 +115,155 @@ def run_python(nthreads, seconds, seed=1):
     return {"ops_per_s": sum(counts) / wall, "ops": sum(counts)}
 
 
+def compile_c(folder):
+    """Compile harness/bench_ref.c into `folder`: (binary path, None) or (None, why not)."""
+    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)),
+              None)
+    if cc is None:
+        return None, "no C compiler found ($CC, cc, gcc, clang)"
+    out = os.path.join(folder, "bench_ref")
+    proc = subprocess.run([cc, "-O2", "-pthread", "-o", out, C_SOURCE, "-lpthread"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"{cc} failed to compile {os.path.basename(C_SOURCE)}: {last}"
+    return out, None
+
+
+def run_c(binary, nthreads, seconds, seed=1):
+    """ops/s of the C reference (same workload, seeds and order weights)."""
+    from workers.config import order_cdf
+    cdf = ",".join(str(int(v)) for v in order_cdf(MIX))
+    seeds = [str(seed_state(seed, t)) for t in range(nthreads)]
+    proc = subprocess.run([binary, str(PAGES), repr(float(seconds)), str(HELD), cdf, *seeds],
+                          capture_output=True, text=True, timeout=seconds + 60, check=True)
+    ops, wall, *per_thread = proc.stdout.split()
+    return {"ops_per_s": int(ops) / float(wall), "ops": int(ops),
+            "per_thread": [int(x) for x in per_thread]}
+
+
 def warm_up():
     """Compile (or load from cache) every kernel the bench uses; returns seconds taken."""
     t0 = time.perf_counter()
     for scheme in L.SCHEMES:
         run_numba(scheme, 1, 0.0)
+        run_numba(scheme, 1, 0.0, pcp=True)
     return time.perf_counter() - t0
 
 
-def run_bench(seconds=1.5, threads=(1, 2), repeats=5):
+def run_bench(seconds=1.5, threads=(1, 2, 4, 8), repeats=3, say=None):
     """All variants; the median of `repeats` runs of each, with the range (the machine is
-    shared and noisy: two threads sometimes run truly in parallel, sometimes not)."""
+    shared and noisy: two threads sometimes run truly in parallel, sometimes not).
+
+    Ratios: every variant's scaling (N threads vs 1), Numba vs C at each thread count,
+    fine+pcp against zone (the one lock without per-CPU lists)."""
     result = {"warmup_s": warm_up(), "seconds": seconds, "pages": PAGES, "mix": MIX,
-              "held": HELD, "results": {}}
+              "held": HELD, "pcp_batch": PCP_BATCH, "pcp_high": PCP_HIGH, "results": {},
+              "c_reference": None}
     res = result["results"]
-    for n in threads:
-        for name, fn in (("python", lambda: run_python(n, seconds)),
-                         ("zone", lambda: run_numba("zone", n, seconds)),
-                         ("fine", lambda: run_numba("fine", n, seconds))):
-            runs = sorted((fn() for _ in range(repeats)), key=lambda r: r["ops_per_s"])
-            res[f"{name}/{n}"] = dict(runs[len(runs) // 2],
-                                      range=[runs[0]["ops_per_s"], runs[-1]["ops_per_s"]])
-    ratios = {}
-    for n in threads:
-        base = res[f"python/{n}"]["ops_per_s"]
-        for name in ("zone", "fine"):
-            ratios[f"{name}/{n} vs python/{n}"] = res[f"{name}/{n}"]["ops_per_s"] / base
-        ratios[f"fine/{n} vs zone/{n}"] = res[f"fine/{n}"]["ops_per_s"] / \
-            res[f"zone/{n}"]["ops_per_s"]
-    result["ratios"] = ratios
+    with tempfile.TemporaryDirectory(prefix="bench-c-") as tmp:
+        binary, why = compile_c(tmp)
+        result["c_reference"] = "compiled" if binary else f"skipped: {why}"
+        if say and why:
+            say(f"C reference skipped: {why}")
+        runners = {"python": lambda n: run_python(n, seconds),
+                   "c": (lambda n: run_c(binary, n, seconds)) if binary else None,
+                   "zone": lambda n: run_numba("zone", n, seconds),
+                   "fine": lambda n: run_numba("fine", n, seconds),
+                   "zone+pcp": lambda n: run_numba("zone", n, seconds, pcp=True),
+                   "fine+pcp": lambda n: run_numba("fine", n, seconds, pcp=True)}
+        for n in threads:
+            for name in VARIANTS:
+                fn = runners[name]
+                if fn is None:
+                    continue
+                runs = sorted((fn(n) for _ in range(repeats)), key=lambda r: r["ops_per_s"])
+                res[f"{name}/{n}"] = dict(runs[len(runs) // 2],
+                                          range=[runs[0]["ops_per_s"], runs[-1]["ops_per_s"]])
+    result["ratios"] = bench_ratios(res, threads)
     return result
+
+
+def bench_ratios(res, threads):
+    """{label: ratio} of the medians in `res` (keys "variant/threads")."""
+    def r(a, b):
+        return res[a]["ops_per_s"] / res[b]["ops_per_s"] if a in res and b in res else None
+
+    out = {}
+    for n in threads:
+        for name in ("zone", "fine", "zone+pcp", "fine+pcp"):
+            out[f"{name}/{n} vs python/{n}"] = r(f"{name}/{n}", f"python/{n}")
+        for name in ("zone", "fine", "zone+pcp", "fine+pcp"):
+            out[f"{name}/{n} vs c/{n} (Numba/C)"] = r(f"{name}/{n}", f"c/{n}")
+        out[f"fine/{n} vs zone/{n}"] = r(f"fine/{n}", f"zone/{n}")
+        out[f"fine+pcp/{n} vs zone/{n}"] = r(f"fine+pcp/{n}", f"zone/{n}")
+        out[f"zone+pcp/{n} vs zone/{n}"] = r(f"zone+pcp/{n}", f"zone/{n}")
+    if 1 in threads:
+        for n in threads:
+            if n != 1:
+                for name in VARIANTS:
+                    out[f"scaling {name}: {n} threads vs 1"] = r(f"{name}/{n}", f"{name}/1")
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def format_bench(result):
     lines = [f"warm-up (JIT compile or cache load): {result['warmup_s']:.2f} s",
-             f"{'variant':<12}{'median ops/s':>16}{'range of runs':>28}{'lock acq':>14}"
+             f"C reference: {result['c_reference']}",
+             f"{'variant':<14}{'median ops/s':>16}{'range of runs':>28}{'lock acq':>14}"
              f"{'contended':>12}"]
     for name, r in result["results"].items():
         acq = f"{r['lock_acquisitions']:,}" if "lock_acquisitions" in r else "-"
         cont = f"{r['contended']:,}" if "contended" in r else "-"
         lo, hi = r["range"]
-        lines.append(f"{name:<12}{r['ops_per_s']:>16,.0f}{f'{lo:,.0f} .. {hi:,.0f}':>28}"
+        lines.append(f"{name:<14}{r['ops_per_s']:>16,.0f}{f'{lo:,.0f} .. {hi:,.0f}':>28}"
                      f"{acq:>14}{cont:>12}")
-    lines.append("ratios:")
-    lines += [f"  {k:<24} {v:8.2f}x" for k, v in result["ratios"].items()]
+    lines.append("ratios (medians of this run):")
+    lines += [f"  {k:<36} {v:8.2f}x" for k, v in result["ratios"].items()]
     return "\n".join(lines)
 
 
-def run_overhead(seconds=3.0, threads=2, seed=1):
-    """Stress throughput with detectors / lockdep on vs off, interleaved in one process."""
+def run_overhead(seconds=3.0, threads=2, seed=1, pcp=True):
+    """Stress throughput with detectors / lockdep on vs off, interleaved in one process;
+    overall and per role (allocators, reclaimers)."""
     from harness.runner import RunConfig, run_stress, warm_up
     warm = warm_up()
     variants = {"bare": dict(detectors=(), check_ms=0, lockdep=False),
                 "detectors": dict(lockdep=False),
                 "lockdep": dict(detectors=(), check_ms=0, lockdep=True),
                 "all": dict(lockdep=True)}
-    ops = {name: [] for name in variants}
+    keys = {"all roles": "ops_per_s", "allocators": "allocator_ops_per_s",
+            "reclaimers": "reclaimer_ops_per_s"}
+    ops = {name: {k: [] for k in keys} for name in variants}
     for _ in range(2):                       # interleave: the machine is shared and noisy
         for name, kw in variants.items():
-            r = run_stress(RunConfig(seconds=seconds, threads=threads, seed=seed, **kw),
-                           warm_s=warm)
+            r = run_stress(RunConfig(seconds=seconds, threads=threads, seed=seed, pcp=pcp,
+                                     **kw), warm_s=warm)
             reraise_if_interrupted(r)
-            ops[name].append(r["totals"]["ops_per_s"])
-    best = {name: max(v) for name, v in ops.items()}
-    return {"seconds": seconds, "threads": threads, "ops_per_s": best,
-            "slowdown": {name: best["bare"] / v for name, v in best.items()}}
+            for k, field in keys.items():
+                ops[name][k].append(r["totals"][field])
+    best = {name: max(v["all roles"]) for name, v in ops.items()}
+    by_role = {k: {name: max(v[k]) for name, v in ops.items()} for k in keys}
+    return {"seconds": seconds, "threads": threads, "pcp": pcp, "ops_per_s": best,
+            "slowdown": {name: best["bare"] / v for name, v in best.items()},
+            "by_role": by_role,
+            "slowdown_by_role": {k: {name: (b["bare"] / v if v else None)
+                                     for name, v in b.items()} for k, b in by_role.items()}}
 
 
 def run_capture_table(seconds=10.0, threads=2, seed=1, reclaim_mix=None):
-    """One stress run with capture off and one with capture on, same seed and settings."""
+    """Stress runs with capture off and on, each without and with per-CPU lists (whose
+    blocks a capture list sees only when a spill or drain_all_pages frees them); same seed
+    and settings."""
     from harness.runner import RECLAIM_MIX, RunConfig, run_stress, warm_up
     warm = warm_up()
     rows = {}
-    for capture in (False, True):
+    for pcp, capture in ((False, False), (False, True), (True, False), (True, True)):
         r = run_stress(RunConfig(seconds=seconds, threads=threads, seed=seed, capture=capture,
-                                 reclaim_mix=reclaim_mix or dict(RECLAIM_MIX)), warm_s=warm)
+                                 pcp=pcp, reclaim_mix=reclaim_mix or dict(RECLAIM_MIX)),
+                       warm_s=warm)
         reraise_if_interrupted(r)
         tot = r["totals"]
-        rows["on" if capture else "off"] = {
+        rows[f"capture {'on' if capture else 'off'}{', pcp' if pcp else ''}"] = {
             "high_order_success": tot["high_successes"] / max(1, tot["high_attempts"]),
             "high_attempts": tot["high_attempts"], "reclaims": tot["reclaims"],
             "reclaim_success": tot["reclaim_success"] or 0.0,
@@ -188,6 +272,7 @@ def run_capture_table(seconds=10.0, threads=2, seed=1, reclaim_mix=None):
             "captured_own_pages": tot["captured_own_pages"],
             "captured_other_pages": tot["captured_other_pages"],
             "captured_merged_free_pages": tot["captured_merged_free_pages"],
+            "pcp_drained_blocks": tot["pcp_drained_blocks"],
             "allocator_ops_per_s": tot["allocator_ops"] / r["duration_s"],
             "by_order": tot["high_by_order"], "verdict": r["verdict"]}
     return rows

@@ -139,13 +139,14 @@ def build_parser():
     report = sub.add_parser("report", help="re-render a saved stress, campaign or nightly result")
     report.add_argument("file")
 
-    bench = sub.add_parser("bench", help="allocator throughput: schemes x threads vs plain Python")
+    bench = sub.add_parser("bench", help="allocator throughput: schemes (with and without per-CPU"
+                                         " lists) x threads vs plain Python and C")
     bench.add_argument("--seconds", type=_positive_seconds, default=1.5,
                        help="measured seconds per variant (default 1.5)")
-    bench.add_argument("--threads", type=_thread_counts, default=(1, 2),
-                       help="comma-separated thread counts (default 1,2)")
-    bench.add_argument("--repeats", type=_at_least(1, 1000), default=5,
-                       help="runs per variant; the median is reported (default 5)")
+    bench.add_argument("--threads", type=_thread_counts, default=(1, 2, 4, 8),
+                       help="comma-separated thread counts (default 1,2,4,8)")
+    bench.add_argument("--repeats", type=_at_least(1, 1000), default=3,
+                       help="runs per variant; the median is reported (default 3)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.add_argument("--overhead", action="store_true",
                        help="instead: stress throughput with detectors/lockdep on vs off")
@@ -511,14 +512,18 @@ def cmd_bench(args):
         print("warming up (JIT compile or cache load)...", file=sys.stderr, flush=True)
     if args.overhead:
         result = run_overhead(args.seconds, threads)
-        text = "\n".join([f"stress ops/s, {threads} threads, best of 2 interleaved runs:"] +
-                         [f"  {k:<10} {v:14,.0f} ops/s   slowdown {result['slowdown'][k]:.2f}x"
-                          for k, v in result["ops_per_s"].items()])
+        text = "\n".join([f"stress ops/s, {threads} threads, per-CPU lists on,"
+                          " best of 2 interleaved runs:"] +
+                         [f"  {role:<11}{k:<10} {v:14,.0f} ops/s   slowdown"
+                          f" {result['slowdown_by_role'][role][k] or 0:.2f}x"
+                          for role, by in result["by_role"].items() for k, v in by.items()])
     elif args.capture_table:
         result = run_capture_table(args.seconds, threads, reclaim_mix=args.reclaim_mix)
-        text = format_rows("capture off vs on (same seed and settings):", result)
+        text = format_rows("capture off vs on, without and with per-CPU lists (same seed and"
+                           " settings):", result)
     else:
-        result = run_bench(args.seconds, args.threads, args.repeats)
+        result = run_bench(args.seconds, args.threads, args.repeats,
+                           say=None if args.json else lambda m: print(m, file=sys.stderr))
         text = format_bench(result)
     print(json.dumps(result, indent=2, allow_nan=False) if args.json else text)
     return 0

@@ -23,6 +23,7 @@ MAX_PAGES = 1 << 24             # 1 GiB of 64-byte page rows
 MAX_SECONDS = 7 * 24 * 3600.0
 MIN_STALL_S = 0.5               # below this a busy machine makes a false HANG likely
 BATCH_MAX = 4096                # the reclaimer's scratch batch (workers.reclaimer.BATCH_MAX)
+PCP_MAX = 1 << 16               # per-CPU batch and high, in blocks
 CPUS = os.cpu_count() or 2
 
 
@@ -59,6 +60,9 @@ class RunConfig:
     pct_steps: int = 2000            # PCT: scheduling points a round (k)
     capture_lists: int = 0           # capture-list rows; 0: max(8, 2 * reclaimers)
     boundscheck: bool = False        # run the kernels compiled with bounds checks
+    pcp: bool = True                 # per-CPU lists for orders 0..3 (harness.pcp), as in Linux
+    pcp_batch: int = 16              # blocks a refill takes / a spill returns
+    pcp_high: int = 96               # a free that leaves more blocks on a list spills a batch
 
     def __post_init__(self):
         for f in OPTIONS:
@@ -68,6 +72,9 @@ class RunConfig:
         if self.reclaimers > self.threads:
             raise ConfigError(f"--reclaimers ({self.reclaimers}) cannot exceed --threads"
                               f" ({self.threads})")
+        if self.pcp_batch > self.pcp_high:
+            raise ConfigError(f"--pcp-batch ({self.pcp_batch}) cannot exceed --pcp-high"
+                              f" ({self.pcp_high})")
         if self.schedule == "none":
             self.pct_depth, self.pct_steps = RunConfig.pct_depth, RunConfig.pct_steps
         if self.fault:
@@ -76,6 +83,9 @@ class RunConfig:
             if self.locking not in where:
                 raise ConfigError(f"--fault {self.fault} has no effect under --locking"
                                   f" {self.locking} (it acts in: {', '.join(where)})")
+            if BY_NAME[self.fault].pcp and not self.pcp:
+                raise ConfigError(f"--fault {self.fault} has no effect with --no-pcp"
+                                  " (it is a fault of the per-CPU lists)")
 
 
 # ---------------------------------------------------------------- value checks
@@ -288,6 +298,14 @@ OPTIONS = (
     Option("boundscheck", "--boundscheck", _bool,
            help="run the kernels compiled with bounds checks (own cache; a stray index is"
                 " reported with its kernel; about 2x slower, a first run compiles again)"),
+    Option("pcp", "--pcp", _bool,
+           help="per-CPU lists for orders 0..3 with batched refill/spill and remote drains"
+                " (default on, as in Linux; --no-pcp: every operation goes to the buddy)"),
+    Option("pcp_batch", "--pcp-batch", _int(1, PCP_MAX), parse_int,
+           help="blocks a per-CPU list refills or spills at once (default 16)"),
+    Option("pcp_high", "--pcp-high", _int(1, PCP_MAX), parse_int,
+           help="a per-CPU list holding more blocks than this spills a batch (default 96;"
+                " at least --pcp-batch)"),
 )
 
 # Workload presets (--preset NAME): defaults for other options; options given explicitly win.

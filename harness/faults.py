@@ -19,7 +19,8 @@ from harness.layout import F_FAULT, flags_row
  FAULT_COUNT_OUTSIDE_LOCK, FAULT_CAPTURE_PLACE_UNLOCKED, FAULT_CAPTURE_BEFORE_BLOCK,
  FAULT_AREA_THEN_BLOCK, FAULT_STALE_BUDDY_ORDER, FAULT_LOST_COALESCING,
  FAULT_IGNORE_CAPTURED_BUDDY, FAULT_TOCTOU_CAPTURE_STATE, FAULT_EARLY_UNLOCK,
- FAULT_UNLOCK_NO_WAKE) = range(14)
+ FAULT_UNLOCK_NO_WAKE, FAULT_DRAIN_NO_PCP_LOCK, FAULT_PCP_ALLOC_NO_LOCK,
+ FAULT_PCP_COUNT_OUTSIDE_LOCK) = range(17)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Fault:
     detectors: tuple     # any one must catch it: ownership, poison, invariants, lockdep, watchdog
     narrow: bool         # a narrow race window: delay injection (--chaos) should help
     schemes: tuple       # locking schemes in which the fault has an effect: "fine", "zone"
+    pcp: bool = False    # a fault of the per-CPU lists: no effect with --no-pcp
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
@@ -97,5 +99,19 @@ FAULTS = (
           " contended unlock happens to wake it)",
           # Every lock in both schemes goes through lock_release (the zone lock included).
           ("watchdog",), False, ("fine", "zone")),
+    # Per-CPU lists (harness.pcp): the pcp lock is real in both schemes, so these act in both.
+    Fault(FAULT_DRAIN_NO_PCP_LOCK, "drain-no-pcp-lock",
+          "drain_all_pages empties another CPU's lists without taking that CPU's pcp lock",
+          "the drainer and the owner unlink the same blocks: a block is freed to the buddy"
+          " and handed out by the owner, lists cross-link",
+          ("ownership", "invariants", "poison"), True, ("fine", "zone"), pcp=True),
+    Fault(FAULT_PCP_ALLOC_NO_LOCK, "pcp-alloc-no-lock",
+          "pcp_alloc pops its own CPU's list without the pcp lock (it forgets remote drains)",
+          "a block popped by the owner is also drained to the buddy: allocated twice",
+          ("ownership", "invariants", "poison"), True, ("fine", "zone"), pcp=True),
+    Fault(FAULT_PCP_COUNT_OUTSIDE_LOCK, "pcp-count-outside-lock",
+          "pcp_free stores the per-CPU list's new count after dropping the pcp lock",
+          "a remote drain in between is overwritten: the count no longer matches the list",
+          ("invariants",), True, ("fine", "zone"), pcp=True),
 )
 BY_NAME = {f.name: f for f in FAULTS}

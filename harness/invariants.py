@@ -19,8 +19,8 @@ from numba import njit
 
 from harness.layout import Sections
 from harness.layout import (ALLOC, CAPTURED, CLOSED, FREE, LS_COUNT, LS_HEAD, LS_STATE, NAREAS,
-                            OPEN, PG_LIST, PG_NEXT, PG_ORDER, PG_PREV, PG_STATE, PHASE_MASK,
-                            TAIL, TOP, UNUSED)
+                            OPEN, PCP, PCP_LIST0, PCP_ORDERS, PG_LIST, PG_NEXT, PG_ORDER, PG_PREV,
+                            PG_STATE, PHASE_MASK, TAIL, TOP, UNUSED)
 
 
 class Kind(NamedTuple):
@@ -51,7 +51,7 @@ KINDS = (
     Kind("wrong_list_field", ("list", "pfn", "list_field"),
          "list {list}: block {pfn} is on it, but its list field names list {list_field}"),
     Kind("wrong_order_on_list", ("list", "pfn", "order"),
-         "free list {list}: block {pfn} has order {order}"),
+         "free or per-CPU list {list}: block {pfn} has order {order}"),
     Kind("closed_list", ("list", "pfn", "phase"),
          "capture list {list} is {phase}, yet still holds block {pfn}"),
     Kind("list_count", ("list", "counted", "walked"),
@@ -92,7 +92,8 @@ V_NOT_ON_LIST = CODES["not_on_list"]
 V_UNMERGED = CODES["unmerged_buddies"]
 V_CONSERVATION = CODES["conservation"]
 
-STATE_NAMES = {TAIL: "tail", FREE: "free", CAPTURED: "captured", ALLOC: "allocated"}
+STATE_NAMES = {TAIL: "tail", FREE: "free", CAPTURED: "captured", ALLOC: "allocated",
+               PCP: "on a per-CPU list"}
 PHASE_NAMES = {UNUSED: "unused", OPEN: "open", CLOSED: "closed"}
 DECODE = {"state": STATE_NAMES, "expected_state": STATE_NAMES, "phase": PHASE_NAMES}
 PAGE_FIELDS = ("pfn", "buddy", "block", "linked_from", "prev_found", "prev_expected")
@@ -110,8 +111,12 @@ def _add(out, n, code, f0, f1=0, f2=0, f3=0):
 
 
 @njit(nogil=True, cache=True)
-def check_kernel(pages, lists, out):
+def check_kernel(pages, lists, out, first_pcp=-1):
     """Fill `out` with (code, fields...) rows as `KINDS` declares; return how many were found.
+
+    Lists from `first_pcp` on (-1: none) are per-CPU lists, PCP_ORDERS a CPU: their
+    blocks are PCP heads of the list's order, accounted for like free ones (each on
+    exactly one list) but never merge candidates.
 
     A list walk that leaves the zone, closes a cycle or runs into a block another
     list already holds stops there, and that list's count is not compared (the
@@ -120,8 +125,12 @@ def check_kernel(pages, lists, out):
     npages = pages.shape[0]
     n = 0
     seen = np.zeros(npages, np.int32)      # list + 1 of the walk that first reached a page
+    if first_pcp < 0:
+        first_pcp = lists.shape[0]
     for lst in range(lists.shape[0]):
-        want = FREE if lst < NAREAS else CAPTURED
+        percpu = lst >= first_pcp
+        want = FREE if lst < NAREAS else PCP if percpu else CAPTURED
+        order_of_list = lst if lst < NAREAS else (lst - first_pcp) % PCP_ORDERS if percpu else -1
         phase = lists[lst, LS_STATE] & PHASE_MASK
         prev = -1
         p = lists[lst, LS_HEAD]
@@ -152,9 +161,9 @@ def check_kernel(pages, lists, out):
             else:
                 if pages[p, PG_LIST] != lst:
                     n = _add(out, n, V_LIST_FIELD, lst, p, pages[p, PG_LIST])
-                if lst < NAREAS and pages[p, PG_ORDER] != lst:
+                if order_of_list >= 0 and pages[p, PG_ORDER] != order_of_list:
                     n = _add(out, n, V_LIST_ORDER, lst, p, pages[p, PG_ORDER])
-            if lst >= NAREAS and phase != OPEN:
+            if lst >= NAREAS and not percpu and phase != OPEN:
                 n = _add(out, n, V_CLOSED_LIST, lst, p, phase)
             walked += 1
             prev = p
@@ -191,10 +200,10 @@ def check_kernel(pages, lists, out):
         for q in range(p + 1, end):
             if pages[q, PG_STATE] != TAIL:
                 n = _add(out, n, V_OVERLAP, q, p, order)
-        if st == FREE or st == CAPTURED:
+        if st == FREE or st == CAPTURED or st == PCP:
             if seen[p] == 0:
                 n = _add(out, n, V_NOT_ON_LIST, p, st, pages[p, PG_LIST])
-            if aligned and order < TOP:
+            if st != PCP and aligned and order < TOP:
                 buddy = p ^ size
                 bst = pages[buddy, PG_STATE]
                 if buddy > p and pages[buddy, PG_ORDER] == order and (bst == FREE or bst == CAPTURED):
@@ -210,7 +219,8 @@ def check_zone(z):
     """All invariant violations of a quiescent zone table, as dicts (empty list when clean)."""
     sec = Sections(z)
     out = np.zeros((MAX_REPORTED, WIDTH), np.int64)
-    n = check_kernel(sec.pages, sec.lists, out)
+    first_pcp = int(sec.pcp[PCP_LIST0]) if sec.cpus else -1
+    n = check_kernel(sec.pages, sec.lists, out, first_pcp)
     return [describe(row) for row in out[:min(n, MAX_REPORTED)]] + (
         [{"kind": "truncated", "message": f"{n - MAX_REPORTED} more violations not shown"}]
         if n > MAX_REPORTED else [])

@@ -34,7 +34,7 @@ def _fields(table):
 
 PAGE_FIELDS = ("state", "order", "list", "next", "prev", "owner", "stamp", "claim")
 PG_STATE, PG_ORDER, PG_LIST, PG_NEXT, PG_PREV, PG_OWNER, PG_STAMP, PG_CLAIM = _fields(PAGE_FIELDS)
-TAIL, FREE, CAPTURED, ALLOC = range(4)
+TAIL, FREE, CAPTURED, ALLOC, PCP = range(5)     # PCP: on a per-CPU list (harness.pcp)
 
 LIST_FIELDS = ("head", "count", "state", "wanted", "owner", "own", "other", "merged")
 (LS_HEAD, LS_COUNT, LS_STATE, LS_WANTED, LS_OWNER, LS_OWN, LS_OTHER,
@@ -62,6 +62,10 @@ FLAG_FIELDS = ("lockdep", "trace", "fault", "chaos", "ownership", "poison", "sto
 (F_LOCKDEP, F_TRACE, F_FAULT, F_CHAOS, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION,
  F_CAPTURE_AUDIT) = _fields(FLAG_FIELDS)
 
+PCP_FIELDS = ("cpus", "batch", "high", "list0", "lock0")     # per-CPU lists (harness.pcp)
+PCP_CPUS, PCP_BATCH, PCP_HIGH, PCP_LIST0, PCP_LOCK0 = _fields(PCP_FIELDS)
+PCP_ORDERS = 4                          # orders 0..PAGE_ALLOC_COSTLY_ORDER have per-CPU lists
+
 SCHED_FIELDS = ("mode", "depth", "steps", "seed", "step")   # controlled scheduling (harness.sched)
 SC_MODE, SC_DEPTH, SC_STEPS, SC_SEED, SC_STEP = _fields(SCHED_FIELDS)
 SCHED_OFF, SCHED_PCT = 0, 1
@@ -75,9 +79,11 @@ SCHEMES = {"zone": SCHEME_ZONE, "fine": SCHEME_FINE}
 # rows are fixed and addressed from the end (`tail_row`).
 ZONE_ROWS = (
     ("pages", "pages", PAGE_FIELDS, "struct page, row == pfn"),
-    ("lists", "11 + ncap", LIST_FIELDS, "free lists 0..10, then the capture lists"),
-    ("locks", "1 + blocks + ncap + 11 + 1", LOCK_FIELDS,
-     "zone, blocks, capture lists, areas, pool"),
+    ("lists", "11 + ncap + 4 * cpus", LIST_FIELDS,
+     "free lists 0..10, the capture lists, per-CPU lists"),
+    ("locks", "1 + blocks + ncap + 11 + 1 + cpus", LOCK_FIELDS,
+     "zone, blocks, capture lists, areas, pool, pcp"),
+    ("pcp", 1, PCP_FIELDS, "per-CPU lists: cpus (0: none), batch, high, first list, lock"),
     ("lockdep", 1, LOCKDEP_FIELDS, "declared lock-order edges (hierarchy)"),
     ("ctl", 1, CTL_FIELDS, "control words: runner, lockdep"),
     ("meta", 1, META_FIELDS, "geometry and scheme, fixed at construction"),
@@ -87,9 +93,14 @@ ZONE_ROWS = (
 )
 TAIL_ROWS = tuple(name for name, rows, _, _ in ZONE_ROWS if rows == 1)
 assert [name for name, *_ in ZONE_ROWS[-len(TAIL_ROWS):]] == list(TAIL_ROWS)
-LOCKDEP_BACK, CTL_BACK, META_BACK, FLAGS_BACK, SCHED_BACK, REDZONE_BACK = (
+PCP_BACK, LOCKDEP_BACK, CTL_BACK, META_BACK, FLAGS_BACK, SCHED_BACK, REDZONE_BACK = (
     len(TAIL_ROWS) - k for k in range(len(TAIL_ROWS)))
 assert REDZONE_BACK == 1, "the redzone must be the last row"
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def pcp_row(z):
+    return z.shape[0] - PCP_BACK
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
@@ -220,13 +231,15 @@ __doc__ = __doc__.format(layout=render_layout())
 
 # ---------------------------------------------------------------- construction
 
-def new_zone_table(pages, scheme, ncap=64):
-    """A fresh zone: as if every order-10 block were freed in increasing pfn order."""
+def new_zone_table(pages, scheme, ncap=64, cpus=0, batch=1, high=1):
+    """A fresh zone: as if every order-10 block were freed in increasing pfn order.
+
+    `cpus` > 0 adds per-CPU lists (harness.pcp) for that many CPUs (thread slots)."""
     nblocks = pages >> TOP
     list0 = pages
-    lock0 = list0 + NAREAS + ncap
+    lock0 = list0 + NAREAS + ncap + PCP_ORDERS * cpus
     classes = np.concatenate([[H.ZONE], np.full(nblocks, H.BLOCK), np.full(ncap, H.CAPTURE),
-                              np.full(NAREAS, H.AREA), [H.PAGECACHE]])
+                              np.full(NAREAS, H.AREA), [H.PAGECACHE], np.full(cpus, H.PCP)])
     rows = lock0 + len(classes) + len(TAIL_ROWS)
     raw = np.zeros(rows * W + W, np.int64)
     skip = (-raw.ctypes.data % 64) // 8           # 64-byte aligned rows
@@ -238,10 +251,13 @@ def new_zone_table(pages, scheme, ncap=64):
     meta[M_AREA0] = meta[M_CAP0] + ncap
     meta[M_POOL0] = meta[M_AREA0] + NAREAS
     z[rows - LOCKDEP_BACK, LD_ALLOWED] = allowed_mask(scheme)
+    pcp = z[rows - PCP_BACK]
+    pcp[PCP_CPUS], pcp[PCP_BATCH], pcp[PCP_HIGH] = cpus, batch, high
+    pcp[PCP_LIST0], pcp[PCP_LOCK0] = NAREAS + ncap, meta[M_POOL0] + 1
     z[lock0:lock0 + len(classes), L_CLASS] = classes
     pg = z[:pages]
     pg[:, PG_LIST] = pg[:, PG_NEXT] = pg[:, PG_PREV] = pg[:, PG_OWNER] = -1
-    lists = z[list0:list0 + NAREAS + ncap]
+    lists = z[list0:list0 + NAREAS + ncap + PCP_ORDERS * cpus]
     lists[:, LS_HEAD] = -1
     heads = np.arange(0, pages, 1 << TOP)
     pg[heads, PG_STATE], pg[heads, PG_ORDER], pg[heads, PG_LIST] = FREE, TOP, TOP
@@ -272,8 +288,10 @@ class Sections:
         self.pages_n = int(meta[M_PAGES])
         self.ncap = int(meta[M_NCAP])
         list0 = int(meta[M_LIST0])
+        self.pcp = z[rows - PCP_BACK]
+        self.cpus = int(self.pcp[PCP_CPUS])
         self.pages = z[:self.pages_n]
-        self.lists = z[list0:list0 + NAREAS + self.ncap]
+        self.lists = z[list0:list0 + NAREAS + self.ncap + PCP_ORDERS * self.cpus]
         self.lock0 = int(meta[M_BLOCK0]) - 1
         self.locks = z[self.lock0:rows - len(TAIL_ROWS)]
         self.meta, self.flags, self.ctl = meta, z[rows - FLAGS_BACK], z[rows - CTL_BACK]

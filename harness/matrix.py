@@ -181,12 +181,13 @@ def cell_name(values):
 
 
 def canary_settings(matrix, fault):
-    """A canary's settings: fine locking, lockdep on, chaos where the window is narrow."""
+    """A canary's settings: fine locking, lockdep on, chaos where the window is narrow,
+    per-CPU lists for their own faults only (harness.faults.Fault.pcp)."""
     f = BY_NAME[fault]
     return {**BASE_DEFAULTS, **matrix.base, "threads": 2, "reclaimers": 1,
             "locking": "fine" if "fine" in f.schemes else f.schemes[0], "lockdep": True,
             "fault": fault, "chaos": 0.02 if f.narrow else 0.0, "check_ms": 50,
-            "stall_s": 2.0}
+            "stall_s": 2.0, "pcp": f.pcp}
 
 
 def show(matrix):

@@ -74,6 +74,7 @@ def totals(threads, wall):
         "captured_own_pages": total("captured_own_pages"),
         "captured_other_pages": total("captured_other_pages"),
         "captured_merged_free_pages": total("captured_merged_free_pages"),
+        "pcp_drained_blocks": total("pcp_drained"),
     }
 
 

@@ -51,7 +51,9 @@ class Run:
     def __init__(self, cfg: RunConfig, progress=None):
         self.cfg, self.progress = cfg, progress
         self.z = L.new_zone_table(cfg.pages, cfg.locking,
-                                  cfg.capture_lists or max(8, 2 * cfg.reclaimers))
+                                  cfg.capture_lists or max(8, 2 * cfg.reclaimers),
+                                  cpus=cfg.threads if cfg.pcp else 0, batch=cfg.pcp_batch,
+                                  high=cfg.pcp_high)
         self.sec = L.Sections(self.z)
         self.t = L.new_thread_table(cfg.threads)
         flags = self.sec.flags
@@ -323,7 +325,8 @@ def lock_name(sec, row):
         return "zone"
     for name, base, n in (("block", meta[L.M_BLOCK0], sec.pages_n >> L.TOP),
                           ("capture", meta[L.M_CAP0], sec.ncap),
-                          ("area", meta[L.M_AREA0], L.NAREAS)):
+                          ("area", meta[L.M_AREA0], L.NAREAS),
+                          ("pcp", sec.pcp[L.PCP_LOCK0], sec.cpus)):
         if base <= row < base + n:
             return f"{name}[{row - base}]"
     return "pagecache"

@@ -11,9 +11,10 @@ from harness.layout import (F_TRACE, RING, RING_FIELDS, RING_PER_ROW, R_OP, R_OR
                             R_STAMP, T_RING0, T_RING_POS, T_STATE, flags_row)
 
 OP_ALLOC, OP_FREE, OP_CAPFREE, OP_CAPSTART, OP_CAPFINISH, OP_CAPTURED = 1, 2, 3, 4, 5, 6
+OP_PCP_ALLOC, OP_PCP_FREE = 7, 8        # harness.pcp: from / onto the thread's per-CPU list
 OP_NAMES = {OP_ALLOC: "alloc", OP_FREE: "free", OP_CAPFREE: "free-capture",
             OP_CAPSTART: "capture_start", OP_CAPFINISH: "capture_finish",
-            OP_CAPTURED: "captured-other"}
+            OP_CAPTURED: "captured-other", OP_PCP_ALLOC: "pcp-alloc", OP_PCP_FREE: "pcp-free"}
 _WIDTH = len(RING_FIELDS)
 
 

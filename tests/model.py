@@ -145,3 +145,77 @@ class ModelZone:
         """The pfns on free list `order`, head first."""
         self._check_order(order)
         return list(self.free_lists[order])
+
+
+PCP_ORDERS = PAGE_ALLOC_COSTLY_ORDER + 1      # orders 0..3 have per-CPU lists
+
+
+class ModelPcpZone(ModelZone):
+    """ModelZone with per-CPU lists (harness.pcp's sequential semantics, counts in blocks).
+
+    alloc(order <= 3, cpu): an empty list of the CPU is first refilled with up to
+    `batch` blocks, allocated from the buddy one at a time and appended in that
+    order; then the head is taken.  free(order <= 3, cpu) without capture pushes
+    at the head; above `high` blocks, `batch` blocks leave from the tail, each
+    freed through the buddy (`_merge`).  drain(cpu) frees every block of the
+    CPU's lists, order 0 to 3, each tail first; drain() does CPU 0, 1, ...
+    """
+
+    def __init__(self, pages, cpus, batch, high):
+        super().__init__(pages)
+        self.cpus, self.batch, self.high = cpus, batch, high
+        self.pcp = [[[] for _ in range(PCP_ORDERS)] for _ in range(cpus)]   # head first
+
+    def _check_cpu(self, cpu):
+        if type(cpu) is not int or not 0 <= cpu < self.cpus:
+            raise ValueError(f"cpu must be an int in 0..{self.cpus - 1}, got {cpu!r}")
+
+    def _spill(self, cpu, order, n):
+        lst, done = self.pcp[cpu][order], 0
+        while lst and done < n:
+            self._merge(lst.pop(), order, None)
+            done += 1
+        return done
+
+    def alloc(self, order, cpu=0):
+        self._check_order(order)
+        self._check_cpu(cpu)
+        if order >= PCP_ORDERS:
+            return super().alloc(order)
+        lst = self.pcp[cpu][order]
+        if not lst:
+            for _ in range(self.batch):
+                pfn = super().alloc(order)
+                if pfn is None:
+                    break
+                del self.allocated[pfn]
+                lst.append(pfn)
+        if not lst:
+            return None
+        pfn = lst.pop(0)
+        self.allocated[pfn] = order
+        return pfn
+
+    def free(self, pfn, order, capture=None, cpu=0):
+        self._check_order(order)
+        self._check_cpu(cpu)
+        if capture is not None or order >= PCP_ORDERS:
+            return super().free(pfn, order, capture)
+        if type(pfn) is not int or not 0 <= pfn < self.pages:
+            raise ValueError(f"pfn {pfn!r} out of range 0..{self.pages - 1}")
+        if self.allocated.get(pfn) != order:
+            raise ValueError(f"pfn {pfn} is not the head of an allocated order-{order} block")
+        del self.allocated[pfn]
+        lst = self.pcp[cpu][order]
+        lst.insert(0, pfn)
+        if len(lst) > self.high:
+            self._spill(cpu, order, self.batch)
+
+    def drain(self, cpu=None):
+        """Blocks returned to the buddy from CPU `cpu`'s lists (every CPU's when None)."""
+        cpus = range(self.cpus) if cpu is None else [cpu]
+        return sum(self._spill(c, order, len(self.pcp[c][order]))
+                   for c in cpus for order in range(PCP_ORDERS))
+
+    def pcp_list(self, cpu, order):
+        return list(self.pcp[cpu][order])

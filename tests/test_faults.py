@@ -39,7 +39,8 @@ def run_trial(name, seed, budget, chaos, threads=2, pages=16384):
     """One campaign trial of fault `name` (or CLEAN), as `python -m harness faults` runs it."""
     cfg = RunConfig(threads=threads, reclaimers=1, seconds=budget, seed=seed, pages=pages,
                     lockdep=True, fault="" if name == CLEAN else name, chaos=chaos,
-                    check_ms=50, stall_s=2.0)
+                    check_ms=50, stall_s=2.0,
+                    pcp=F.BY_NAME[name].pcp if name in F.BY_NAME else True)
     return trial(cfg, warm_s=0.0)
 
 

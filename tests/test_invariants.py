@@ -227,7 +227,7 @@ CASES = [
         "wrong_list_field", "list 8: block 512 is on it, but its list field names list 7",
         list=8, pfn=512, list_field=7)]),
     ("order_differs_from_free_list", order_on_list, [violation(
-        "wrong_order_on_list", "free list 8: block 512 has order 7",
+        "wrong_order_on_list", "free or per-CPU list 8: block 512 has order 7",
         list=8, pfn=512, order=7)]),
     ("free_block_on_no_list", free_on_no_list, [violation(
         "not_on_list", "free block 896 is on no list (its list field names list 7)",

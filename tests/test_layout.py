@@ -47,14 +47,28 @@ def test_tail_rows_of_the_zone_table():
     assert L.ctl_row_py(z) == z.shape[0] - 5 == L.ctl_row(z)
     assert L.meta_row(z) == z.shape[0] - 4 and L.flags_row(z) == z.shape[0] - 3
     assert L.lockdep_row(z) == z.shape[0] - 6 and L.sched_row(z) == z.shape[0] - 2
+    assert L.pcp_row(z) == z.shape[0] - 7 and sec.cpus == 0      # no per-CPU lists asked for
     assert not sec.redzone.any() and sec.redzone is not sec.flags
     assert sec.meta[L.M_PAGES] == 2048 and sec.meta[L.M_NCAP] == 4
     assert sec.lockdep[L.LD_ALLOWED] == L.allowed_mask("fine") != 0
-    assert L.allowed_mask("zone") == 0
+    assert L.allowed_mask("zone") == 1 << (H.PCP * H.NCLASSES + H.ZONE)   # pcp -> zone only
     # every lock row has its class; the locks end right before the tail rows
     assert sec.locks.shape[0] == 1 + 2 + 4 + L.NAREAS + 1
     assert list(sec.locks[:, L.L_CLASS]) == [H.ZONE, H.BLOCK, H.BLOCK] + [H.CAPTURE] * 4 + \
         [H.AREA] * L.NAREAS + [H.PAGECACHE]
+
+
+def test_per_cpu_lists_get_list_rows_and_locks_after_the_others():
+    z = L.new_zone_table(2048, "zone", 4, cpus=3, batch=5, high=9)
+    sec = L.Sections(z)
+    assert (sec.cpus, sec.pcp[L.PCP_BATCH], sec.pcp[L.PCP_HIGH]) == (3, 5, 9)
+    assert sec.pcp[L.PCP_LIST0] == L.NAREAS + 4
+    assert sec.lists.shape[0] == L.NAREAS + 4 + 3 * L.PCP_ORDERS
+    assert (sec.lists[L.NAREAS + 4:, L.LS_HEAD] == -1).all()
+    assert (sec.lists[L.NAREAS + 4:, L.LS_COUNT] == 0).all()
+    first = int(sec.pcp[L.PCP_LOCK0])
+    assert first == sec.meta[L.M_POOL0] + 1 and first + 3 == sec.lock0 + sec.locks.shape[0]
+    assert list(z[first:first + 3, L.L_CLASS]) == [H.PCP] * 3
 
 
 def test_a_violation_recorded_in_a_kernel_decodes_with_its_fields():

@@ -30,8 +30,9 @@ NAMES = H.CLASS_NAMES
 
 # What a clean short run of each scheme observes: (held class, taken class).
 PINNED = {
-    "fine": {("block", "capture"), ("block", "area")},
-    "zone": set(),
+    "fine": {("block", "capture"), ("block", "area"), ("pcp", "block"), ("pcp", "capture"),
+             ("pcp", "area")},
+    "zone": {("pcp", "zone")},
 }
 
 
@@ -224,6 +225,9 @@ def test_analyze_declared_edges_only_is_clean():
     edge(t, 0, H.BLOCK, H.CAPTURE, H.S_PLACE_CAPTURE)
     edge(t, 1, H.BLOCK, H.AREA, H.S_EXPAND_AREA)
     edge(t, 0, H.BLOCK, H.AREA, H.S_MERGE_AREA)
+    edge(t, 1, H.PCP, H.BLOCK, H.S_FREE_BLOCK)
+    edge(t, 1, H.PCP, H.CAPTURE, H.S_MERGE_CAPTURE)
+    edge(t, 1, H.PCP, H.AREA, H.S_ALLOC_AREA)
     a = lockdep.analyze(t, "fine")
     assert a["problems"] == []
     by_pair = {(e["held"], e["taken"]): e for e in a["observed"]}
@@ -333,10 +337,13 @@ def test_analyze_unlock_not_held():
 def test_dot_marks_declared_but_unseen_edges_dashed():
     t = table()
     edge(t, 0, H.BLOCK, H.AREA, H.S_EXPAND_AREA)
+    for taken, site in ((H.BLOCK, H.S_FREE_BLOCK), (H.AREA, H.S_ALLOC_AREA)):
+        edge(t, 1, H.PCP, taken, site)
     dot = lockdep.to_dot(lockdep.analyze(t, "fine"))
-    assert '"block" -> "area"' in dot
+    assert '"block" -> "area"' in dot and '"pcp" -> "block"' in dot
     dashed = [line for line in dot.splitlines() if "dashed" in line]
-    assert len(dashed) == 1 and '"block" -> "capture"' in dashed[0]
+    assert len(dashed) == 2, dashed
+    assert '"block" -> "capture"' in dashed[0] and '"pcp" -> "capture"' in dashed[1]
 
 
 # ---------------------------------------------------------------- the seeded inversion

@@ -9,12 +9,13 @@ percent of the time, so that reclaimers find memory to reclaim.
 
 from numba import njit
 
+from harness import pcp as P
 from harness import zone as Z
 from harness.layout import T_COUNT0, T_RNG, T_STATE
 from harness.rng import bounded, step
 from workers.config import CFG_CACHE_PCT, CFG_CDF0, CFG_HELD, draw_order
 from workers.counters import C_ABORTS, C_ALLOC_FAIL, C_CACHED, C_FREES, C_OPS, count
-from workers.detectors import PAGECACHE, free_checked, hand_over, pagecache_tag
+from workers.detectors import PAGECACHE, hand_over, pagecache_tag
 from workers.held import held_take, keep_block
 from workers.pagecache import pool_has_room, pool_put
 from workers.park import ALLOCATOR_CHECK_EVERY, between_ops
@@ -34,7 +35,7 @@ def allocator_loop(z, t, me, pool, held, cfg):
         if n == 0 or (n < cap // 2 and bounded(x, 4) != 0) or (n < cap and bounded(x, 2) == 0):
             x = step(x)
             order = draw_order(cfg, CFG_CDF0, x)
-            pfn = Z.alloc_block(z, t, me, order)
+            pfn = P.alloc(z, t, me, order)      # this thread's per-CPU list, if the zone has them
             if pfn == Z.ABORTED:
                 count(t, me, C_ABORTS, 1)
                 break
@@ -54,7 +55,7 @@ def allocator_loop(z, t, me, pool, held, cfg):
                     count(t, me, C_CACHED, 1)
                     continue
                 hand_over(z, t, me, pfn, 0, PAGECACHE, pagecache_tag(), me, tag)
-            if not free_checked(z, t, me, pfn, order, me, tag, -1):
+            if not P.free_checked(z, t, me, pfn, order, me, tag):
                 count(t, me, C_ABORTS, 1)
                 break
             count(t, me, C_FREES, 1)

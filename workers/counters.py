@@ -12,10 +12,10 @@ from harness.layout import COUNT_ROWS, MAX_ORDER, T_COUNT0, W
 COUNTERS = ("ops", "allocs", "alloc_failures", "frees", "to_page_cache", "reclaims",
             "reclaimed_pages", "captures_delivered", "captured_own_pages",
             "captured_other_pages", "captured_merged_free_pages", "retry_successes",
-            "parks", "aborts", "capture_no_slot")
+            "parks", "aborts", "capture_no_slot", "pcp_drained")
 (C_OPS, C_ALLOCS, C_ALLOC_FAIL, C_FREES, C_CACHED, C_RECLAIMS, C_RECLAIMED, C_DELIVERED,
  C_CAP_OWN, C_CAP_OTHER, C_CAP_MERGED, C_RETRY_OK, C_PARKS, C_ABORTS,
- C_CAP_NOSLOT) = range(len(COUNTERS))
+ C_CAP_NOSLOT, C_PCP_DRAINED) = range(len(COUNTERS))
 COUNTER_NAMES = COUNTERS
 
 HIGH_ORDER = ("attempts", "successes", "direct")     # MAX_ORDER slots each: + order

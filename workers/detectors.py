@@ -47,9 +47,10 @@ KINDS = (
     (6, "new_capture_list_not_empty", "invariants"),
     (7, "captured_block_beside_free_buddy", "invariants"),
     (8, "capture_list_gained_pages", "invariants"),
+    (9, "pcp_claim_mismatch", "ownership"),     # harness.pcp: entered claimed / left twice
 )
 (K_DOUBLE_ALLOC, K_NOT_OWNER, K_POISON, K_STAMP, K_REJECTED_FREE, K_STALE_CAPTURE,
- K_UNMERGED_CAPTURE, K_CAPTURE_BALANCE) = (k for k, _, _ in KINDS)
+ K_UNMERGED_CAPTURE, K_CAPTURE_BALANCE, K_PCP_CLAIM) = (k for k, _, _ in KINDS)
 KIND_NAMES = {k: name for k, name, _ in KINDS}
 KIND_DETECTORS = {k: det for k, _, det in KINDS}
 

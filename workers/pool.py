@@ -9,6 +9,7 @@ drains everything back into the zone at the end of a clean run.
 import numpy as np
 
 from harness import layout as L
+from harness.pcp import drain_all_pages
 from harness.rng import seed_state
 from workers.config import worker_config
 from workers.detectors import POISON
@@ -48,10 +49,12 @@ class Workers:
                                           self.config, self.batches[i])
 
     def drain(self):
-        """Free every held block and page-cache page (single-threaded, after the run);
+        """Free every held block, page-cache page and per-CPU list (single-threaded, after
+        the run);
         returns the number of frees the zone rejected."""
         rejected = 0
         for i in range(self.cfg.threads):
             rejected += drain_held(self.z, self.t, i, self.held[i], self.nheld[i])
         rejected += drain_pool(self.z, self.t, 0, self.pool)
+        drain_all_pages(self.z, self.t, 0)          # the per-CPU lists, through the buddy
         return int(rejected)

@@ -10,6 +10,7 @@ the patch improved on.  Obtained blocks are held for a while, then freed.
 
 from numba import njit
 
+from harness import pcp as P
 from harness import zone as Z
 from harness.layout import (CS_MERGED, CS_OTHER, CS_OWN, F_CAPTURE_AUDIT, LS_COUNT, LS_HEAD,
                             T_CAPSTAT, T_COUNT0, T_RNG, T_STATE)
@@ -18,7 +19,8 @@ from workers.config import (CFG_BATCH_MIN, CFG_BATCH_MUL, CFG_CAPTURE, CFG_RCDF0
                             draw_order)
 from workers.counters import (C_ABORTS, C_ALLOC_FAIL, C_CAP_MERGED, C_CAP_NOSLOT, C_CAP_OTHER,
                               C_CAP_OWN, C_DELIVERED, C_FREES, C_HIGH_DIRECT0, C_HIGH_OK0,
-                              C_HIGH_TRY0, C_OPS, C_RECLAIMED, C_RECLAIMS, C_RETRY_OK, count)
+                              C_HIGH_TRY0, C_OPS, C_PCP_DRAINED, C_RECLAIMED, C_RECLAIMS,
+                              C_RETRY_OK, count)
 from workers.detectors import (K_STALE_CAPTURE, PAGECACHE, audit_capture, check_capture_balance,
                                flag, free_checked,
                                hand_over, pagecache_tag, violation)
@@ -53,6 +55,12 @@ def reclaim(z, t, me, pool, batch, cfg, wanted):
         hand_over(z, t, me, batch[i], 0, PAGECACHE, pagecache_tag(), me, pagecache_tag())
         if not free_checked(z, t, me, batch[i], 0, me, pagecache_tag(), lst):
             return Z.ABORTED
+    # drain_all_pages: blocks parked on per-CPU lists never met the capture list; drained
+    # while it is still open, they coalesce through free_block and may join it.
+    drained = P.drain_all_pages(z, t, me)
+    if drained == Z.ABORTED:
+        return Z.ABORTED
+    count(t, me, C_PCP_DRAINED, drained)
     if lst >= 0:
         park_if_asked(z, t, me)         # a quiescent point with an open capture list
         if flag(z, F_CAPTURE_AUDIT) and not audit_capture(z, t, me, lst, batch):

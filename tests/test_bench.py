@@ -1,0 +1,50 @@
+"""The bench: the C reference compiles and runs the workload, is skipped with a reason when
+there is no compiler, and the ratios are the quotients of the medians they name."""
+
+import pytest
+
+from harness import bench as B
+
+
+def test_c_reference_compiles_and_counts_every_thread(tmp_path):
+    binary, why = B.compile_c(str(tmp_path))
+    if binary is None:
+        pytest.skip(why)
+    r = B.run_c(binary, 2, 0.2)
+    assert len(r["per_thread"]) == 2 and sum(r["per_thread"]) == r["ops"]
+    assert all(n > 0 for n in r["per_thread"]) and r["ops_per_s"] > 0
+
+
+def test_without_a_compiler_the_reason_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))           # nothing to find here
+    monkeypatch.delenv("CC", raising=False)
+    binary, why = B.compile_c(str(tmp_path))
+    assert binary is None and why == "no C compiler found ($CC, cc, gcc, clang)"
+
+
+def test_ratios_are_quotients_of_the_medians_they_name():
+    res = {f"{v}/{n}": {"ops_per_s": float(ops)} for v, n, ops in [
+        ("python", 1, 10), ("python", 2, 8), ("c", 1, 400), ("c", 2, 300),
+        ("zone", 1, 200), ("zone", 2, 50), ("fine", 1, 150), ("fine", 2, 100),
+        ("zone+pcp", 1, 220), ("zone+pcp", 2, 330), ("fine+pcp", 1, 160), ("fine+pcp", 2, 240)]}
+    r = B.bench_ratios(res, (1, 2))
+    assert r["zone/1 vs c/1 (Numba/C)"] == 0.5
+    assert r["fine+pcp/2 vs zone/2"] == 240 / 50
+    assert r["scaling fine+pcp: 2 threads vs 1"] == 1.5
+    assert r["scaling zone: 2 threads vs 1"] == 0.25
+    assert r["fine/2 vs python/2"] == 12.5
+    del res["c/2"]                                      # a variant that did not run
+    r = B.bench_ratios(res, (1, 2))
+    assert "zone/2 vs c/2 (Numba/C)" not in r and "scaling c: 2 threads vs 1" not in r
+
+
+@pytest.mark.timeout(120)
+def test_a_short_bench_runs_every_variant(warmed):
+    result = B.run_bench(seconds=0.1, threads=(1, 2), repeats=1)
+    want = {f"{v}/{n}" for v in B.VARIANTS for n in (1, 2)}
+    if result["c_reference"] != "compiled":
+        want -= {"c/1", "c/2"}
+    assert set(result["results"]) == want
+    assert all(r["ops"] > 0 for r in result["results"].values())
+    text = B.format_bench(result)
+    assert "scaling fine+pcp: 2 threads vs 1" in text and "fine+pcp/2 vs zone/2" in text
