@@ -17,7 +17,9 @@ verbs of harness.lockverbs):
                  seen before the lock was taken (an `if` that releases and leaves, or
                  the re-read of a value computed before the lock) is deleted.
   early-unlock   a release moves before the last write to the zone table above it
-                 in its statement list (stopping at the acquisition of that lock).
+                 in its statement list (a statement, or a branch that writes and does
+                 not release that lock itself; the search stops at the acquisition of
+                 the lock and at a loop).
 
 Each mutant knows the locking schemes in which its edit takes effect (fine verbs
 act only in the fine scheme, zone verbs only in the zone scheme); an edit inside
@@ -372,8 +374,11 @@ def early_unlock(f):
             inner = _fault_test(st.test, f.flags) if isinstance(st, ast.If) else None
             target = None
             for w in range(r - 1, -1, -1):
-                if any(_key(c) == key for c in _calls(body[w], ACQUIRE)):
-                    break
+                if any(_key(c) == key for c in _calls(body[w], ACQUIRE)) or \
+                        isinstance(body[w], (ast.While, ast.For)):
+                    break           # nothing written under the lock here; a loop is no write
+                if any(_verb(n, RELEASE) and _key(n) == key for n in ast.walk(body[w])):
+                    continue        # another path's release: its writes are not ours
                 if _writes(body[w], f.writers):
                     target = body[w]
                     break
