@@ -7,7 +7,8 @@ where its edit takes effect.  A scheme's trials stop at the first kill: a
 trial whose verdict is a failure (a detector's finding, a watchdog hang, a
 crash or a timeout).  Compiling costs minutes, so mutants are compiled
 `compile_jobs` at a time, then their trials run; a batch's caches are removed
-when it is done unless a work folder was given.  The unmutated code runs the
+when it is done unless a work folder was given.  Mutants run interleaved by
+operator, declared equivalents last (`run_order`).  The unmutated code runs the
 same trials first as the control: a kill there would make every kill suspect.
 
 The result (schema `buddy-stress-mutants`) is rewritten atomically after
@@ -156,7 +157,7 @@ class Campaign:
     def run(self):
         entries = [self._entry(m) for m in self.mutants]
         self.out["mutants"] = entries
-        runnable = [(m, e) for m, e in zip(self.mutants, entries) if m.schemes]
+        runnable = run_order([(m, e) for m, e in zip(self.mutants, entries) if m.schemes])
         self.log(f"mutants: {len(self.mutants)} ({len(runnable)} take effect in some scheme),"
                  f" compiled {self.compile_jobs} at a time in {self.work}")
         started = time.monotonic()
@@ -238,6 +239,17 @@ class Campaign:
             e["classification"] = classify(e)
         self.out["summary"] = summarize(self.out)
         return self.out
+
+
+def run_order(pairs):
+    """(mutant, entry) pairs interleaved by operator, declared equivalents last: a campaign
+    stopped early has seen every operator, and spent its time where gaps can be."""
+    def rounds(group):
+        by_op = [[p for p in group if p[0].operator == op] for op in MU.OPERATORS]
+        return [p for k in range(max(map(len, by_op), default=0)) for ops in by_op
+                for p in ops[k:k + 1]]
+    return rounds([p for p in pairs if p[0].id not in EQUIVALENT]) + \
+        rounds([p for p in pairs if p[0].id in EQUIVALENT])
 
 
 def classify(entry):

@@ -420,3 +420,12 @@ def test_real_mutant_is_compiled_and_killed(tmp_path):
 def dataclass_template():
     return RunConfig(threads=2, reclaimers=1, seconds=5.0, seed=1, pages=16384, chaos=0.02,
                      check_ms=50, stall_s=2.0)
+
+
+def test_run_order_interleaves_operators_and_keeps_everything(real):
+    pairs = [(m, {}) for m in real if m.schemes]
+    order = [m for m, _ in MC.run_order(pairs)]
+    assert sorted(m.id for m in order) == sorted(m.id for m, _ in pairs)
+    assert [m.operator for m in order[:4]] == list(MU.OPERATORS)
+    first_equivalent = next(i for i, m in enumerate(order) if m.id in EQUIVALENT)
+    assert all(m.id in EQUIVALENT for m in order[first_equivalent:])
