@@ -420,6 +420,9 @@ def cmd_mutants(args):
                              check_ms=50, stall_s=2.0)
     except ConfigError as err:
         raise UsageError(str(err)) from None
+    if args.scheduler and not args.work_dir:
+        raise UsageError("--scheduler needs --work-dir: a folder every worker sees at the same"
+                         " path (the mutants' source trees and kernel caches live there)")
     prepare_dir(args.report_dir)
     if args.work_dir:
         prepare_dir(args.work_dir)

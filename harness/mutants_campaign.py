@@ -68,7 +68,9 @@ def _killer(record):
 
 def _trial_row(record, cfg):
     row = from_record(record, cfg)
-    row["killed"] = record["status"] in KILLING
+    # A trial that could not even start (no source tree on that worker) killed nothing.
+    row["killed"] = record["status"] in KILLING and not (
+        record["status"] == T.CRASH and record.get("exit_code") is None)
     if row["killed"]:
         row["killed_by"], row["detectors"] = _killer(record)
     row["elapsed_s"] = record.get("elapsed_s")
@@ -91,7 +93,7 @@ class Campaign:
         self.mutants, self.template, self.trials = mutants, template, trials
         self.engine, self.compile_jobs, self.log, self.save = engine, compile_jobs, log, save
         self.keep = work_dir is not None
-        self.work = work_dir or tempfile.mkdtemp(prefix="harness-mutants-")
+        self.work = work_dir            # a temporary folder is made when the run starts
         self.out = {"schema": MUTANTS_SCHEMA, "version": VERSION, "kind": "mutants",
                     "config": {"budget_s": template.seconds, "trials": trials,
                                "chaos": template.chaos, "threads": template.threads,
@@ -99,7 +101,7 @@ class Campaign:
                                "seed": template.seed, "check_ms": template.check_ms,
                                "stall_s": template.stall_s, "compile_jobs": compile_jobs,
                                "files": list(MU.KERNEL_FILES), "slots": slots,
-                               "work_dir": self.work if self.keep else None},
+                               "work_dir": work_dir},
                     "machine": {"cores": os.cpu_count(), "load_avg_start": _load()},
                     "control": {}, "mutants": [], "interrupted": False, "summary": {}}
         self.configs = {}
@@ -155,6 +157,8 @@ class Campaign:
                      f" ({len(e['trials'])} trial(s))")
 
     def run(self):
+        if not self.keep:
+            self.work = tempfile.mkdtemp(prefix="harness-mutants-")
         entries = [self._entry(m) for m in self.mutants]
         self.out["mutants"] = entries
         runnable = run_order([(m, e) for m, e in zip(self.mutants, entries) if m.schemes])

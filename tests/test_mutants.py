@@ -370,6 +370,7 @@ def test_saved_result_loads_and_reports(real, cheap_compile, tmp_path, capsys):
     (["mutants", "--trials", "0"], "--trials"),
     (["mutants", "--compile-jobs", "x"], "--compile-jobs"),
     (["mutants", "--pages", "1000", "--only", "drop-lock/expand/lk"], "--pages"),
+    (["mutants", "--scheduler", "tcp://127.0.0.1:1"], "--work-dir"),
 ])
 def test_bad_input_is_one_line(argv, word, capsys):
     assert main(argv) == 2
