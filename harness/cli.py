@@ -398,7 +398,10 @@ def cmd_mutants(args):
     from harness import mutants as MU
     from harness import mutants_campaign as MC
     from harness.result import prepare_dir
-    mutants = MU.generate()
+    try:
+        mutants = MU.generate()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise UsageError(f"cannot generate the mutants from the kernel source: {err}") from None
     try:
         chosen = MC.select(mutants, args.only)
     except ValueError as err:

@@ -7,8 +7,11 @@ verbs of harness.lockverbs):
                  with it at run time (the pair is removed, not each call: a lone
                  missing release only hangs, a lone missing acquisition only trips
                  the unlock-not-owner witness; the missing pair is the real mistake).
-                 The call becomes `(mutant_skipped := True)` and every release of the
-                 same lock variable in the function skips once when the flag is set.
+                 The `if not verb(...): <give up>` around the call becomes
+                 `mutant_skipped = True` (the acquisition "succeeded"; `elif` becomes
+                 `else`, and `if c and not verb(...)` becomes `if c:`), and every
+                 release of the same lock variable in the function skips once when
+                 the flag is set.  (No walrus: Numba 0.68 cannot type one.)
   swap-locks     two acquisitions in one statement list with no lock taken or
                  released between them, taken in the other order (the first
                  statement moves after the second).  Only pairs that both take a lock
@@ -292,12 +295,13 @@ def drop_lock(f):
             for call in _calls(st, ACQUIRE):
                 key = _key(call)
                 tx = f.text()
-                tx.replace(*tx.span(call), f"({FLAG} := True)")
+                tx.replace(*tx.stmt_lines(st), _taken(tx, st, call))
                 first = f.first_stmt()
                 a, _ = tx.stmt_lines(first)
                 tx.replace(a, a, f"{_indent(first)}{FLAG} = False\n")
                 for rel in (n for n in ast.walk(f.fn) if isinstance(n, ast.Expr)
-                            and _verb(n.value, RELEASE) and _key(n.value) == key):
+                            and _verb(n.value, RELEASE) and _key(n.value) == key
+                            and not st.lineno <= n.lineno <= st.end_lineno):   # gone with st
                     a, b = tx.stmt_lines(rel)
                     ind = _indent(rel)
                     tx.replace(a, b, f"{ind}if {FLAG}:\n{ind}    {FLAG} = False\n{ind}else:\n"
@@ -307,6 +311,25 @@ def drop_lock(f):
                        f"{name}: the {_lock_class(f.fn, key, call.lineno)} taken by"
                        f" {call.func.id} at line {call.lineno} is not taken, nor released",
                        schemes, note, tx)
+
+
+def _taken(tx, st, call):
+    """The text that replaces `if [c and] not verb(...): <give up>` when the verb succeeds
+    without taking anything: it only sets the flag."""
+    test = st.test if isinstance(st, ast.If) else None
+    parts = test.values if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And) \
+        else [test]
+    last = parts[-1]
+    if st.orelse or not (isinstance(last, ast.UnaryOp) and isinstance(last.op, ast.Not)
+                         and last.operand is call):
+        raise ValueError(f"line {call.lineno}: an acquisition not of the form"
+                         " `if [c and] not verb(...):` without else")
+    ind = _indent(st)
+    elif_ = tx.text(*tx.span(st)).startswith("elif")
+    rest = " and ".join(ast.unparse(p) for p in parts[:-1])
+    if rest:
+        return f"{ind}{'elif' if elif_ else 'if'} {rest}:\n{ind}    {FLAG} = True\n"
+    return f"{ind}else:\n{ind}    {FLAG} = True\n" if elif_ else f"{ind}{FLAG} = True\n"
 
 
 def swap_locks(f):
