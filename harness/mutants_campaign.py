@@ -74,6 +74,8 @@ def _trial_row(record, cfg):
     if row["killed"]:
         row["killed_by"], row["detectors"] = _killer(record)
     row["elapsed_s"] = record.get("elapsed_s")
+    # How much the threads overlapped: a survivor of runs that barely overlapped is weak.
+    row["parallelism"] = (record.get("result") or {}).get("parallelism")
     return row
 
 
@@ -271,6 +273,16 @@ def classify(entry):
     return status
 
 
+def _overlap(entry):
+    """", trials at parallelism 0.6-1.1, 2.1M ops each": how hard the survivor was tried."""
+    rows = [r for run in entry["runs"].values() for r in run["trials"]]
+    par = [r["parallelism"] for r in rows if r.get("parallelism") is not None]
+    ops = [r["ops"] for r in rows if r.get("ops")]
+    out = f" ({len(rows)} trial(s)" + (f", parallelism {min(par):.2f}-{max(par):.2f}"
+                                         if par else "")
+    return out + (f", {statistics.median(ops) / 1e6:.1f}M ops each)" if ops else ")")
+
+
 def _load():
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -372,8 +384,8 @@ def render(out):
                          f" {e['description']} | {sc} | {who} | {_fmt(r['ttd_s'])} |")
     survivors = [e for e in out["mutants"] if e["status"] == "survived"]
     lines += ["", f"## Survivors ({len(survivors)})", ""]
-    lines += [f"- `{e['id']}` ({e['description']}): {e['classification']}" for e in survivors] \
-        or ["none"]
+    lines += [f"- `{e['id']}` ({e['description']}): {e['classification']}"
+              f"{_overlap(e)}" for e in survivors] or ["none"]
     other = [e for e in out["mutants"] if e["status"] not in ("killed", "survived")]
     if other:
         lines += ["", f"## Not run ({len(other)})", ""]
