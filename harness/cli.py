@@ -568,14 +568,14 @@ def _publish_night(night, out, say):
 
 def cmd_report(args):
     from harness.campaign import table
-    from harness.mutants_campaign import render
+    from harness.mutants_campaign import regrade, render
     from harness.report import summary
     from harness.result import CAMPAIGN_SCHEMA, MUTANTS_SCHEMA, load
     result = load(args.file)
     if result["schema"] == CAMPAIGN_SCHEMA:
         print(table(result))
     elif result["schema"] == MUTANTS_SCHEMA:
-        print(render(result))
+        print(render(regrade(result)))
     else:
         print(summary(result, args.file))
     return 0

@@ -247,6 +247,20 @@ class Campaign:
         return self.out
 
 
+def regrade(out):
+    """`out` classified against the equivalence table of this code (a pure function of the
+    saved outcomes and the table, like harness.verdict): `report` uses it, so a saved
+    campaign is read with the current declarations."""
+    out = {**out, "mutants": [dict(e) for e in out["mutants"]]}
+    for e in out["mutants"]:
+        e.pop("declared_equivalent", None)
+        if e["id"] in EQUIVALENT:
+            e["declared_equivalent"] = EQUIVALENT[e["id"]]
+        e["classification"] = classify(e)
+    out["summary"] = summarize(out)
+    return out
+
+
 def run_order(pairs):
     """(mutant, entry) pairs interleaved by operator, declared equivalents last: a campaign
     stopped early has seen every operator, and spent its time where gaps can be."""

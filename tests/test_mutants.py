@@ -430,3 +430,17 @@ def test_run_order_interleaves_operators_and_keeps_everything(real):
     assert [m.operator for m in order[:4]] == list(MU.OPERATORS)
     first_equivalent = next(i for i, m in enumerate(order) if m.id in EQUIVALENT)
     assert all(m.id in EQUIVALENT for m in order[first_equivalent:])
+
+
+def test_regrade_reads_a_saved_campaign_with_the_current_table(real, cheap_compile):
+    chosen = MC.select(real, ["early-unlock/alloc_block/blk", "drop-lock/expand/lk"])
+    camp = MC.Campaign(chosen, template(), 1, scripted_engine({}), 2, None, print,
+                       lambda o: None, 1)
+    out = camp.run()
+    assert out["summary"]["gaps"] == ["drop-lock/expand/lk"]
+    saved = json.loads(json.dumps(out))
+    for e in saved["mutants"]:          # as if saved before the declaration existed
+        e.pop("declared_equivalent", None)
+    again = MC.regrade(saved)
+    assert again["summary"] == out["summary"]
+    assert saved["mutants"][0].get("declared_equivalent") is None     # input unchanged
