@@ -274,6 +274,7 @@ class _Function:
         return _Text(self.source)
 
     def schemes(self, verbs, under):
+        """(schemes where all `verbs` take a lock, note): none inside a fault's seam."""
         if under:
             return (), f"runs only with seeded fault {under} switched on"
         common = set(SCHEMES)
@@ -288,7 +289,11 @@ class _Function:
         return body[1] if doc and len(body) > 1 else body[0]
 
 
+# Each operator yields (operator, lock key, line, description, schemes, note, edited text)
+# for every site it finds in one kernel.
+
 def drop_lock(f):
+    """Every acquisition, with the release that pairs with it at run time."""
     name = f.fn.name
     for body, under in f.bodies:
         for st in body:
@@ -333,6 +338,7 @@ def _taken(tx, st, call):
 
 
 def swap_locks(f):
+    """Every two adjacent acquisitions of one scheme, in the other order."""
     name = f.fn.name
     for body, under in f.bodies:
         held = [(i, _calls(st, ACQUIRE)) for i, st in enumerate(body)]
@@ -358,6 +364,7 @@ def swap_locks(f):
 
 
 def drop_recheck(f):
+    """Every re-validation right after an acquisition."""
     name = f.fn.name
     for body, under in f.bodies:
         for i, st in enumerate(body[:-1]):
@@ -387,6 +394,7 @@ def drop_recheck(f):
 
 
 def early_unlock(f):
+    """Every release that has a write above it under its lock, moved before that write."""
     name = f.fn.name
     for body, under in f.bodies:
         for r, st in enumerate(body):

@@ -117,9 +117,9 @@ class Campaign:
         cfg = self._cfg(scheme, k)
         self.configs[tid] = cfg
         return T.Trial(id=tid, argv=tuple(to_argv(cfg)),
-                       timeout_s=T.timeout_for(cfg.seconds, cfg.stall_s), cell=tid.rsplit("/", 2)[0],
-                       kind="mutant", meta=(("scheme", scheme), ("seed", cfg.seed)),
-                       root=root, env=env)
+                       timeout_s=T.timeout_for(cfg.seconds, cfg.stall_s),
+                       cell=tid.rsplit("/", 2)[0], kind="mutant",
+                       meta=(("scheme", scheme), ("seed", cfg.seed)), root=root, env=env)
 
     def _entry(self, m):
         entry = {**m.row(), "status": "pending", "compile_s": None, "runs": {}}
