@@ -1,4 +1,4 @@
-"""Command line: `python -m harness {stress,lockorder,faults,nightly,bench,report}`.
+"""Command line: `python -m harness {stress,lockorder,faults,mutants,nightly,bench,report}`.
 
 Every command checks its input and its output paths before any work starts
 (bad usage: one line, exit 2), stops within a second on Ctrl-C, SIGTERM or
@@ -106,6 +106,32 @@ def build_parser():
     faults.add_argument("--report-dir", default="reports")
     faults.add_argument("--json", action="store_true")
     _engine_options(faults)
+
+    mutants = sub.add_parser("mutants", help="lock mutants generated from the kernel source,"
+                             " each compiled and run until a detector kills it")
+    mutants.add_argument("--list", action="store_true",
+                         help="print the mutants (id, operator, schemes, what) and exit")
+    mutants.add_argument("--diff", action="store_true", help="with --list: each mutant's edit")
+    mutants.add_argument("--only", type=lambda x: [i for i in x.split(",") if i],
+                         help="comma list of mutant ids to run")
+    mutants.add_argument("--budget", type=_positive_seconds, default=5.0,
+                         help="seconds per trial (default 5)")
+    mutants.add_argument("--trials", type=_at_least(1, 1000), default=2,
+                         help="trials per mutant and scheme, stopping at the first kill"
+                         " (default 2)")
+    mutants.add_argument("--chaos", type=_at_least(0.0, 1.0, parse_float), default=0.02,
+                         help="delay-injection probability (default 0.02)")
+    mutants.add_argument("--threads", type=_at_least(2, MAX_THREADS), default=2)
+    mutants.add_argument("--pages", type=parse_int, default=1 << 14)
+    mutants.add_argument("--seed", type=_at_least(0), default=1)
+    mutants.add_argument("--compile-jobs", type=_at_least(1, 64),
+                         default=max(1, os.cpu_count() or 1),
+                         help="mutants compiled at once (default: one per core)")
+    mutants.add_argument("--work-dir", help="keep each mutant's source tree and kernel cache"
+                         " here (default: a temporary folder, removed at the end)")
+    mutants.add_argument("--report-dir", default="reports")
+    mutants.add_argument("--json", action="store_true")
+    _engine_options(mutants)
 
     nightly = sub.add_parser("nightly", help="time-budgeted race detection over a matrix, with"
                              " canaries, failure buckets and history (also: merge, report)")
@@ -365,6 +391,69 @@ def cmd_faults(args):
     return exit_status(campaign)
 
 
+# ---------------------------------------------------------------- mutants
+
+def cmd_mutants(args):
+    """Exit 0 when every survivor is declared equivalent and the control is clean, 1 on a
+    gap (or a wrong declaration, a killed control, a mutant that does not compile)."""
+    from harness import mutants as MU
+    from harness import mutants_campaign as MC
+    from harness.result import prepare_dir
+    try:
+        mutants = MU.generate()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise UsageError(f"cannot generate the mutants from the kernel source: {err}") from None
+    try:
+        chosen = MC.select(mutants, args.only)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.diff and not args.list:
+        raise UsageError("--diff goes with --list")
+    if args.list:
+        for m in chosen:
+            print(f"{m.id:<40} {m.operator:<13} {','.join(m.schemes) or '-':<5}"
+                  f" {m.file}:{m.line}  {m.description}" + (f" ({m.note})" if m.note else ""))
+            if args.diff:
+                print(MU.diff(m))
+        print(f"{len(chosen)} mutants: " + ", ".join(f"{op} {n}" for op, n in
+                                                      MU.counts(chosen).items()))
+        return 0
+    try:
+        template = RunConfig(threads=args.threads, reclaimers=1, seconds=args.budget,
+                             seed=args.seed, pages=args.pages, lockdep=True, chaos=args.chaos,
+                             check_ms=50, stall_s=2.0)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    if args.scheduler and not args.work_dir:
+        raise UsageError("--scheduler needs --work-dir: a folder every worker sees at the same"
+                         " path (the mutants' source trees and kernel caches live there)")
+    prepare_dir(args.report_dir)
+    if args.work_dir:
+        prepare_dir(args.work_dir)
+    say = _say(args.json)
+    engine, slots, close = _engine(args, say)
+    try:
+        say("warm-up: compiling or loading the unmutated kernels (the control)...")
+        engine.warm()
+        campaign = MC.Campaign(chosen, template, args.trials, engine, args.compile_jobs,
+                               args.work_dir, say, lambda out: None, slots)
+        path = MC.claim(args.report_dir, campaign.finish(time.monotonic()))
+        campaign.save = MC.saver(path)
+        say(f"result (rewritten as mutants finish): {path}")
+        out = campaign.run()
+    finally:
+        close()
+    try:
+        campaign.save(out)
+    except WriteError as err:
+        print(json.dumps(out, indent=1) if args.json else MC.render(out))
+        print(f"harness: error: the campaign was not saved: {err}", file=sys.stderr)
+        return EXIT_WRITE
+    print(json.dumps(out, indent=1) if args.json else MC.render(out))
+    say(f"campaign saved: {path}")
+    return MC.exit_status(out)
+
+
 # ---------------------------------------------------------------- nightly
 
 def cmd_nightly(args):
@@ -480,9 +569,10 @@ def _publish_night(night, out, say):
 
 def cmd_report(args):
     from harness.campaign import table
+    from harness.mutants_campaign import regrade, render
     from harness.report import summary
     from harness.nightly import NIGHT_SCHEMA, load_night
-    from harness.result import CAMPAIGN_SCHEMA, check, read_json
+    from harness.result import CAMPAIGN_SCHEMA, MUTANTS_SCHEMA, check, read_json
     data = read_json(args.file)
     if isinstance(data, dict) and data.get("schema") == NIGHT_SCHEMA:
         print(_render_night(load_night(args.file), "md"), end="")
@@ -490,6 +580,8 @@ def cmd_report(args):
     result = check(data, args.file)
     if result["schema"] == CAMPAIGN_SCHEMA:
         print(table(result))
+    elif result["schema"] == MUTANTS_SCHEMA:
+        print(render(regrade(result)))
     else:
         print(summary(result, args.file))
     return 0
@@ -530,7 +622,8 @@ def cmd_bench(args):
 
 
 COMMANDS = {"stress": cmd_stress, "lockorder": cmd_lockorder, "faults": cmd_faults,
-            "nightly": cmd_nightly, "bench": cmd_bench, "report": cmd_report}
+            "nightly": cmd_nightly, "bench": cmd_bench, "report": cmd_report,
+            "mutants": cmd_mutants}
 
 
 def main(argv=None):

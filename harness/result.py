@@ -24,6 +24,7 @@ from harness.verdict import grade, problems
 
 SCHEMA = "buddy-stress-report"
 CAMPAIGN_SCHEMA = "buddy-stress-campaign"
+MUTANTS_SCHEMA = "buddy-stress-mutants"
 VERSION = 2
 MAX_LOAD_BYTES = 256 << 20
 TMP_RE = re.compile(r"^\.tmp-(\d+)-.*")
@@ -214,6 +215,8 @@ STRESS_FIELDS = {"config": dict, "outcome": str, "threads": list, "locks": dict,
                  "invariant_violations": list, "end": dict, "traces": list,
                  "detection_s": dict, "totals": dict}
 CAMPAIGN_FIELDS = {"config": dict, "faults": dict}
+MUTANTS_FIELDS = {"config": dict, "control": dict, "mutants": list, "summary": dict,
+                  "machine": dict}
 
 
 def read_json(path, what="report"):
@@ -236,7 +239,7 @@ def read_json(path, what="report"):
 
 
 def load(path):
-    """A saved stress or campaign result, checked; raises ResultError."""
+    """A saved stress, campaign or mutants result, checked; raises ResultError."""
     return check(read_json(path), path)
 
 
@@ -249,7 +252,8 @@ def check(data, where="result"):
     if not isinstance(data, dict):
         raise ResultError(f"{where} is not a report (a JSON {type(data).__name__})")
     schema, version = data.get("schema"), data.get("version")
-    wanted = {SCHEMA: STRESS_FIELDS, CAMPAIGN_SCHEMA: CAMPAIGN_FIELDS}.get(schema)
+    wanted = {SCHEMA: STRESS_FIELDS, CAMPAIGN_SCHEMA: CAMPAIGN_FIELDS,
+              MUTANTS_SCHEMA: MUTANTS_FIELDS}.get(schema)
     if wanted is None:
         raise ResultError(f"{where} is not a report of this tool (schema {schema!r})")
     if version != VERSION:
@@ -258,6 +262,11 @@ def check(data, where="result"):
     for key, typ in wanted.items():
         if not isinstance(data.get(key), typ) or isinstance(data.get(key), bool):
             raise ResultError(f"{where}: field {key!r} is missing or malformed")
+    if schema == MUTANTS_SCHEMA:
+        for e in data["mutants"]:
+            if not isinstance(e, dict) or not isinstance(e.get("id"), str) \
+                    or not isinstance(e.get("runs"), dict):
+                raise ResultError(f"{where}: field 'mutants' is malformed")
     if schema == SCHEMA:
         for t in data["threads"]:
             if not isinstance(t, dict) or not isinstance(t.get("ops"), int) \

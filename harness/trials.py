@@ -48,6 +48,8 @@ class Trial:
     kind: str = "cell"          # cell, canary, repro, fault
     meta: tuple = ()            # extra (key, value) pairs copied into the record
     command: tuple = ()         # if set: run this instead of the stress command (tests)
+    root: str = ""              # run the package source tree here instead of this one (mutants)
+    env: tuple = ()             # extra (name, value) environment pairs, e.g. HARNESS_CACHE_DIR
 
     def args(self, python=None):
         if self.command:
@@ -56,9 +58,9 @@ class Trial:
 
     def repro(self):
         """The line a user types to re-run this trial."""
-        if self.command:
-            return " ".join(shlex.quote(a) for a in self.command)
-        return " ".join(shlex.quote(a) for a in ["python", "-m", "harness", "stress", *self.argv])
+        args = self.command or ["python", "-m", "harness", "stress", *self.argv]
+        line = " ".join(shlex.quote(a) for a in [*(f"{k}={v}" for k, v in self.env), *args])
+        return f"cd {shlex.quote(self.root)} && {line}" if self.root else line
 
 
 def timeout_for(seconds, stall_s):
@@ -91,10 +93,11 @@ def run_trial(trial, python=None, cwd=None):
         args = trial.args(python)
         if not trial.command:
             args += ["--report-dir", scratch]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        root = trial.root or ROOT
+        env = dict(os.environ, **dict(trial.env), PYTHONPATH=os.pathsep.join(
+            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
         try:
-            proc = subprocess.Popen(args, cwd=cwd or ROOT, env=env, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(args, cwd=cwd or root, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                     text=True, start_new_session=True,
                                     preexec_fn=_die_with_parent)
