@@ -24,6 +24,10 @@ MAX_SECONDS = 7 * 24 * 3600.0
 MIN_STALL_S = 0.5               # below this a busy machine makes a false HANG likely
 BATCH_MAX = 4096                # the reclaimer's scratch batch (workers.reclaimer.BATCH_MAX)
 CPUS = os.cpu_count() or 2
+# Reclaim policies, in workers.config order: reclaim and retry; capture only the reclaimer's
+# own frees; full capture; migrate a range empty; both.
+POLICIES = ("off", "capture-own", "capture", "migrate", "migrate+capture")
+CAPTURING = ("capture-own", "capture", "migrate+capture")
 
 
 class ConfigError(ValueError):
@@ -59,6 +63,7 @@ class RunConfig:
     pct_steps: int = 2000            # PCT: scheduling points a round (k)
     capture_lists: int = 0           # capture-list rows; 0: max(8, 2 * reclaimers)
     boundscheck: bool = False        # run the kernels compiled with bounds checks
+    reclaim_policy: str = ""         # one of POLICIES; "" follows --capture/--no-capture
 
     def __post_init__(self):
         for f in OPTIONS:
@@ -68,6 +73,8 @@ class RunConfig:
         if self.reclaimers > self.threads:
             raise ConfigError(f"--reclaimers ({self.reclaimers}) cannot exceed --threads"
                               f" ({self.threads})")
+        if self.reclaim_policy:
+            self.capture = self.reclaim_policy in CAPTURING
         if self.schedule == "none":
             self.pct_depth, self.pct_steps = RunConfig.pct_depth, RunConfig.pct_steps
         if self.fault:
@@ -76,6 +83,15 @@ class RunConfig:
             if self.locking not in where:
                 raise ConfigError(f"--fault {self.fault} has no effect under --locking"
                                   f" {self.locking} (it acts in: {', '.join(where)})")
+            where = BY_NAME[self.fault].policies
+            if where and self.policy not in where:
+                raise ConfigError(f"--fault {self.fault} has no effect under --reclaim-policy"
+                                  f" {self.policy} (it acts in: {', '.join(where)})")
+
+    @property
+    def policy(self):
+        """The reclaim policy in effect: --reclaim-policy, else what --capture says."""
+        return self.reclaim_policy or ("capture" if self.capture else "off")
 
 
 # ---------------------------------------------------------------- value checks
@@ -285,6 +301,11 @@ OPTIONS = (
            help="with --schedule pct: scheduling points a round, k (default 2000)"),
     Option("capture_lists", "--capture-lists", _int(0, 4096), parse_int,
            help="capture-list rows in the zone; 0: max(8, 2 x reclaimers) (default 0)"),
+    Option("reclaim_policy", "--reclaim-policy", _choice(POLICIES + ("",)), str,
+           help="what a reclaimer does for its block: off (reclaim, retry), capture-own"
+                " (capture its own frees only), capture (full capture), migrate (also"
+                " migrate an aligned range empty), migrate+capture (default: capture, or"
+                " what --capture/--no-capture says)"),
     Option("boundscheck", "--boundscheck", _bool,
            help="run the kernels compiled with bounds checks (own cache; a stray index is"
                 " reported with its kernel; about 2x slower, a first run compiles again)"),
@@ -329,6 +350,10 @@ def from_args(args, **overrides):
         values = {**PRESETS[preset], **values}
     if values.get("check_ms") and "invariants" not in values.get("detectors", DETECTORS):
         raise ConfigError("--check-ms needs the invariants detector (see --detectors)")
+    if values.get("reclaim_policy") and values.get("capture") is not None and \
+            values["capture"] != (values["reclaim_policy"] in CAPTURING):
+        raise ConfigError(f"--{'' if values['capture'] else 'no-'}capture contradicts"
+                          f" --reclaim-policy {values['reclaim_policy']}")
     values.update(overrides)
     return RunConfig(**values)
 
@@ -343,6 +368,8 @@ def to_argv(cfg):
             continue
         if o.name == "check_ms" and "invariants" not in cfg.detectors:
             continue                  # normalized to 0: the checks are off with the detector
+        if o.name == "capture" and cfg.reclaim_policy:
+            continue                  # the policy decides it
         if o.parse is None and o.inverted:
             if not value:
                 argv.append(o.flag)

@@ -15,11 +15,14 @@ from numba import njit
 
 from harness.layout import F_FAULT, flags_row
 
+MIGRATING = ("migrate", "migrate+capture")     # the policies that isolate and migrate
+
 (NO_FAULT, FAULT_FREE_NO_BLOCK_LOCK, FAULT_ALLOC_NO_BLOCK_LOCK, FAULT_PUSH_NO_AREA_LOCK,
  FAULT_COUNT_OUTSIDE_LOCK, FAULT_CAPTURE_PLACE_UNLOCKED, FAULT_CAPTURE_BEFORE_BLOCK,
  FAULT_AREA_THEN_BLOCK, FAULT_STALE_BUDDY_ORDER, FAULT_LOST_COALESCING,
  FAULT_IGNORE_CAPTURED_BUDDY, FAULT_TOCTOU_CAPTURE_STATE, FAULT_EARLY_UNLOCK,
- FAULT_UNLOCK_NO_WAKE) = range(14)
+ FAULT_UNLOCK_NO_WAKE, FAULT_MIGRATE_NO_FREEZE, FAULT_LOOKUP_FROZEN_REF,
+ FAULT_ISOLATE_LEAKS_FREE, FAULT_ISOLATE_MERGE_ESCAPE) = range(18)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Fault:
     detectors: tuple     # any one must catch it: ownership, poison, invariants, lockdep, watchdog
     narrow: bool         # a narrow race window: delay injection (--chaos) should help
     schemes: tuple       # locking schemes in which the fault has an effect: "fine", "zone"
+    policies: tuple = ()  # reclaim policies in which it has an effect (empty: every one)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
@@ -97,5 +101,24 @@ FAULTS = (
           " contended unlock happens to wake it)",
           # Every lock in both schemes goes through lock_release (the zone lock included).
           ("watchdog",), False, ("fine", "zone")),
+    Fault(FAULT_MIGRATE_NO_FREEZE, "migrate-no-freeze",
+          "migration copies a page-cache page and frees it without freezing its reference"
+          " count first",
+          "a reader holding a reference reads a freed page; a reclaimer takes the page too",
+          ("poison", "ownership"), True, ("fine", "zone"), MIGRATING),
+    Fault(FAULT_LOOKUP_FROZEN_REF, "lookup-frozen-ref",
+          "a page-cache lookup takes its reference with a plain increment, not only if the"
+          " count is nonzero",
+          "a reader holds a reference on a frozen page that is being freed: read after free,"
+          " and a count left wrong",
+          ("poison", "ownership", "invariants"), True, ("fine", "zone")),
+    Fault(FAULT_ISOLATE_LEAKS_FREE, "isolate-leaks-free",
+          "free_block does not send a free inside an isolated range to the range's list",
+          "isolated pages reach the free lists and other allocators take them mid-migration",
+          ("invariants",), False, ("fine", "zone"), MIGRATING),
+    Fault(FAULT_ISOLATE_MERGE_ESCAPE, "isolate-merge-escape",
+          "merge_and_place merges across the boundary of an isolated range",
+          "an isolated block is carried out of its range into a larger block",
+          ("invariants",), False, ("fine", "zone"), MIGRATING),
 )
 BY_NAME = {f.name: f for f in FAULTS}

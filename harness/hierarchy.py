@@ -4,9 +4,9 @@ Indentation means "held while taking"; each line names the function that takes i
 
 fine scheme (one lock per order-10 block, per capture list, per free-list order):
 
-    block                     free_block, alloc_block (slow path), capture_finish, audit_capture
-      capture                 merge_and_place (buddy or target on a capture list)
-      area                    merge_and_place, expand, alloc_block (slow path)
+    block                     free_block, alloc_block (slow path), capture_finish, audit_capture, isolate_range
+      capture                 merge_and_place (buddy or target on a capture list), isolate_range
+      area                    merge_and_place, expand, alloc_block (slow path), isolate_range
     capture                   capture_start, capture_finish (detach the list), audit_capture
     area                      alloc_block (find the head of a free list)
       block (trylock only)    alloc_block: a trylock waits for nobody, so adds no edge
@@ -16,6 +16,9 @@ zone scheme (the Linux baseline: one lock for everything):
 
     zone                      every entry point
     pagecache                 workers' page-cache pool, never held into the allocator
+
+Migration (harness.migrate) takes only these edges: isolate_range, end_isolation and
+audit_range hold a block lock, and isolate_range takes area and capture under it.
 
 Rules: never hold two locks of one class; only the edges declared below may be
 observed (`allowed_edges`); ranks give the global order, outermost first; never
@@ -36,8 +39,8 @@ NO_SLEEP_MASK = sum(1 << c for c in NO_SLEEP)
 # The held-while-taking tree of each scheme, as (held, taken, function that takes it).
 DECLARED = {
     "fine": (
-        (BLOCK, CAPTURE, "merge_and_place"),
-        (BLOCK, AREA, "merge_and_place, expand, alloc_block"),
+        (BLOCK, CAPTURE, "merge_and_place, isolate_range"),
+        (BLOCK, AREA, "merge_and_place, expand, alloc_block, isolate_range"),
     ),
     "zone": (),
 }
@@ -60,10 +63,19 @@ SITES = (
     "pagecache pool",
     "audit_capture: capture",
     "audit_capture: block",
+    "set_list_mode: capture",
+    "isolate_range: block",
+    "isolate_range: area of a free block",
+    "isolate_range: capture list to hold it",
+    "end_isolation: block",
+    "audit_range: block",
+    "migrate: block of the page",
 )
 (S_ENTER, S_ALLOC_AREA, S_ALLOC_BLOCK, S_ALLOC_AREA2, S_FREE_BLOCK, S_MERGE_AREA,
  S_MERGE_CAPTURE, S_PLACE_CAPTURE, S_PLACE_AREA, S_EXPAND_AREA, S_CAPSTART,
- S_CAPFINISH, S_CAPFINISH_BLOCK, S_POOL, S_AUDIT_CAPTURE, S_AUDIT_BLOCK) = range(len(SITES))
+ S_CAPFINISH, S_CAPFINISH_BLOCK, S_POOL, S_AUDIT_CAPTURE, S_AUDIT_BLOCK, S_LIST_MODE,
+ S_ISOLATE_BLOCK, S_ISOLATE_AREA, S_ISOLATE_CAPTURE, S_END_ISOLATION, S_AUDIT_RANGE,
+ S_MIGRATE_BLOCK) = range(len(SITES))
 
 
 def allowed_edges(scheme):
