@@ -53,6 +53,13 @@ def trial(cfg, warm_s):
             "command": result["command"]}
 
 
+def fault_needs(fault, template):
+    """Config changes a fault needs to have any effect: a policy it acts in."""
+    if fault and fault.policies and template.policy not in fault.policies:
+        return {"reclaim_policy": fault.policies[0]}
+    return {}
+
+
 def percentile(values, q):
     if not values:
         return None
@@ -116,7 +123,8 @@ def run_campaign(names, template, trials, repro, log=print, engine=None):
             out["faults"][name]["modes"][mode] = {"summary": summarize([]), "trials": []}
             for k in range(trials):
                 cfg = dataclasses.replace(template, seed=template.seed + k, chaos=p,
-                                          fault="" if name == CLEAN else name)
+                                          fault="" if name == CLEAN else name,
+                                          **fault_needs(fault, template))
                 plan.append(fault_trial(f"{name}/{mode}/{k + 1}", cfg, name, mode))
                 configs[plan[-1].id] = cfg
     done = {}

@@ -37,9 +37,11 @@ def warmed():
 
 def run_trial(name, seed, budget, chaos, threads=2, pages=16384):
     """One campaign trial of fault `name` (or CLEAN), as `python -m harness faults` runs it."""
+    fault = F.BY_NAME.get(name)
+    policy = fault.policies[0] if fault and fault.policies else ""
     cfg = RunConfig(threads=threads, reclaimers=1, seconds=budget, seed=seed, pages=pages,
                     lockdep=True, fault="" if name == CLEAN else name, chaos=chaos,
-                    check_ms=50, stall_s=2.0)
+                    check_ms=50, stall_s=2.0, reclaim_policy=policy)
     return trial(cfg, warm_s=0.0)
 
 
