@@ -54,10 +54,13 @@ def trial(cfg, warm_s):
 
 
 def fault_needs(fault, template):
-    """Config changes a fault needs to have any effect: a policy it acts in."""
-    if fault and fault.policies and template.policy not in fault.policies:
-        return {"reclaim_policy": fault.policies[0]}
-    return {}
+    """Config changes a fault's trials use: its declared workload (a policy it acts in)."""
+    if not fault:
+        return {}
+    out = {k: dict(v) if k.endswith("_mix") else v for k, v in fault.workload}
+    if fault.policies and out.get("reclaim_policy", template.policy) not in fault.policies:
+        out["reclaim_policy"] = fault.policies[0]
+    return out
 
 
 def percentile(values, q):

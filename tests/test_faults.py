@@ -10,6 +10,7 @@ too.  Detected trials stop early (usually well under 2 s); an escaped one
 costs its whole 8 s budget.
 """
 
+import dataclasses
 import glob
 import json
 import os
@@ -19,7 +20,7 @@ import sys
 import pytest
 
 from harness import faults as F
-from harness.campaign import CLEAN, DETECTORS, trial
+from harness.campaign import CLEAN, DETECTORS, fault_needs, trial
 from harness.config import RunConfig
 from harness.runner import warm_up
 
@@ -37,11 +38,10 @@ def warmed():
 
 def run_trial(name, seed, budget, chaos, threads=2, pages=16384):
     """One campaign trial of fault `name` (or CLEAN), as `python -m harness faults` runs it."""
-    fault = F.BY_NAME.get(name)
-    policy = fault.policies[0] if fault and fault.policies else ""
-    cfg = RunConfig(threads=threads, reclaimers=1, seconds=budget, seed=seed, pages=pages,
-                    lockdep=True, fault="" if name == CLEAN else name, chaos=chaos,
-                    check_ms=50, stall_s=2.0, reclaim_policy=policy)
+    template = RunConfig(threads=threads, reclaimers=1, seconds=budget, seed=seed, pages=pages,
+                         lockdep=True, chaos=chaos, check_ms=50, stall_s=2.0)
+    cfg = dataclasses.replace(template, fault="" if name == CLEAN else name,
+                              **fault_needs(F.BY_NAME.get(name), template))
     return trial(cfg, warm_s=0.0)
 
 

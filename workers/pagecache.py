@@ -146,6 +146,7 @@ def lookup(z, t, me, pool, r):
         return
     count_ref(t, me, RC_LOOKUPS, 1)
     pfn = pool[ring_index(pool, r % n)]
+    chaos(z, t, me)                     # found, not yet referenced: the page may be frozen now
     plain_increment = fault(z, F.FAULT_LOOKUP_FROZEN_REF)
     if plain_increment:
         get_page(pool, pfn)
