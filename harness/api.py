@@ -13,7 +13,9 @@ By default a Zone has no per-CPU lists, so it follows DESIGN section 3 exactly.
 
 from harness import layout as L
 from harness import pcp as P
+from harness import migrate as M
 from harness import zone as Z
+from harness.isolate import ISOLATE, OWN_ONLY
 from harness.invariants import check_zone
 
 
@@ -40,6 +42,7 @@ class Zone:
         self.sections = L.Sections(self.table)
         self.sections.flags[L.F_LOCKDEP] = bool(lockdep)
         self._lists = {}            # open capture handle -> list row
+        self._ranges = {}           # open isolation handle -> (base, order)
         self._next_handle = 0
 
     def _order(self, order, low=0):
@@ -106,16 +109,52 @@ class Zone:
         row = int(self.sections.pcp[L.PCP_LIST0]) + cpu * L.PCP_ORDERS
         return [int(n) for n in self.sections.lists[row:row + L.PCP_ORDERS, L.LS_COUNT]]
 
-    def capture_start(self, order):
-        """Open an empty capture list for a reclaimer that wants a block of `order` (> 3)."""
+    def capture_start(self, order, own_only=False):
+        """Open an empty capture list for a reclaimer that wants a block of `order` (> 3);
+        `own_only`: only the owner's own frees join it (harness.isolate.OWN_ONLY)."""
         self._order(order, low=Z.COSTLY_ORDER + 1)
         row = Z.capture_start(self.table, self.threads, 0, order)
         if row < 0:
             raise RuntimeError("all capture lists are in use; finish one first")
+        if own_only:
+            M.set_list_mode(self.table, self.threads, 0, row, OWN_ONLY, 0)
         handle = self._next_handle
         self._next_handle += 1
         self._lists[handle] = row
         return handle
+
+    def isolate(self, base, order):
+        """Isolate the aligned range of 2**order pages at `base` (order > 3): its free blocks
+        and every later free inside it are held on a list with the returned handle.  None
+        (nothing changed) when the range cannot be isolated: a block larger than the range
+        covers it, a captured block lies in it, or its order-10 block has an isolated range."""
+        self._order(order, low=Z.COSTLY_ORDER + 1)
+        if isinstance(base, bool) or not isinstance(base, int) or not 0 <= base < self.pages \
+                or base % (1 << order):
+            raise ValueError(f"base must be a pfn aligned to 2**{order}, got {base!r}")
+        row = Z.capture_start(self.table, self.threads, 0, order)
+        if row < 0:
+            raise RuntimeError("all capture lists are in use; finish one first")
+        M.set_list_mode(self.table, self.threads, 0, row, ISOLATE, base)
+        if M.isolate_range(self.table, self.threads, 0, row, base, order) == M.REFUSED:
+            Z.capture_finish(self.table, self.threads, 0, row)
+            return None
+        handle = self._next_handle
+        self._next_handle += 1
+        self._lists[handle] = row
+        self._ranges[handle] = (base, order)
+        return handle
+
+    def end_isolation(self, c):
+        """End isolation `c`: the range's block (allocated) when its list held it whole, else
+        None and every held block is freed normally."""
+        row = self._list(c)
+        if c not in self._ranges:
+            raise ValueError(f"capture list {c!r} is not an isolated range")
+        base, order = self._ranges.pop(c)
+        pfn = M.end_isolation(self.table, self.threads, 0, row, base, order)
+        del self._lists[c]
+        return None if pfn == Z.NONE else pfn
 
     def captured(self, c):
         """The blocks on capture list `c`, head first, as (pfn, order) pairs."""
@@ -129,6 +168,8 @@ class Zone:
     def capture_finish(self, c):
         """Close list `c`: the carved block's pfn (now allocated), or None; the rest is freed."""
         row = self._list(c)
+        if c in self._ranges:
+            raise ValueError(f"capture list {c!r} is an isolated range: use end_isolation")
         pfn = Z.capture_finish(self.table, self.threads, 0, row)
         del self._lists[c]
         return None if pfn == Z.NONE else pfn

@@ -66,7 +66,7 @@ def run_numba(scheme, nthreads, seconds, seed=1, pcp=False):
     from harness.config import RunConfig
     cfg = worker_config(RunConfig(threads=nthreads, alloc_mix=MIX, held=HELD,
                                   cache_pct=0))          # no page cache
-    pool = new_pool(1)
+    pool = new_pool(1, PAGES)
     threads = [threading.Thread(target=allocator_loop,
                                 args=(z, th, t, pool, np.zeros((HELD, 3), np.int64), cfg))
                for t in range(nthreads)]

@@ -53,6 +53,16 @@ def trial(cfg, warm_s):
             "command": result["command"]}
 
 
+def fault_needs(fault, template):
+    """Config changes a fault's trials use: its declared workload (a policy it acts in)."""
+    if not fault:
+        return {}
+    out = {k: dict(v) if k.endswith("_mix") else v for k, v in fault.workload}
+    if fault.policies and out.get("reclaim_policy", template.policy) not in fault.policies:
+        out["reclaim_policy"] = fault.policies[0]
+    return out
+
+
 def percentile(values, q):
     if not values:
         return None
@@ -120,7 +130,8 @@ def run_campaign(names, template, trials, repro, log=print, engine=None):
                 # where the other faults live, open far less often.
                 cfg = dataclasses.replace(template, seed=template.seed + k, chaos=p,
                                           fault="" if name == CLEAN else name,
-                                          pcp=fault.pcp if fault else template.pcp)
+                                          pcp=fault.pcp if fault else template.pcp,
+                                          **fault_needs(fault, template))
                 plan.append(fault_trial(f"{name}/{mode}/{k + 1}", cfg, name, mode))
                 configs[plan[-1].id] = cfg
     done = {}

@@ -1,4 +1,4 @@
-"""Command line: `python -m harness {stress,lockorder,faults,mutants,nightly,bench,report}`.
+"""Command line: `python -m harness {stress,lockorder,faults,mutants,nightly,bench,report,experiment}`.
 
 Every command checks its input and its output paths before any work starts
 (bad usage: one line, exit 2), stops within a second on Ctrl-C, SIGTERM or
@@ -13,9 +13,9 @@ import sys
 import time
 
 from harness import signals
-from harness.config import MAX_THREADS, ConfigError, RunConfig, add_options, from_args, \
-    parse_float, parse_int, parse_mix
-from harness.result import ResultError, WriteError
+from harness.config import MAX_THREADS, POLICIES, ConfigError, RunConfig, add_options, \
+    from_args, parse_float, parse_int, parse_mix
+from harness.result import ResultError, WriteError, write_atomic
 from harness.verdict import EXIT_HANG, EXIT_USAGE, EXIT_VIOLATION, EXIT_WRITE
 
 
@@ -63,6 +63,23 @@ def _fault_names(text):
         raise argparse.ArgumentTypeError(
             f"unknown fault {bad[0] if bad else text!r}; choose from clean, {', '.join(BY_NAME)}")
     return names
+
+
+def _policies(text):
+    names = tuple(x for x in text.split(",") if x)
+    bad = [n for n in names if n not in POLICIES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"policies must be a comma list of"
+                                         f" {', '.join(POLICIES)}, got {text!r}")
+    return names
+
+
+def _order_ranges(text):
+    from harness.experiment import parse_ranges
+    try:
+        return parse_ranges(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser():
@@ -162,6 +179,17 @@ def build_parser():
                          help="report: what to print (default md)")
     _engine_options(nightly)
 
+    exp = sub.add_parser("experiment", help="reclaim policies x wanted-order ranges x seeds:"
+                         " success, time to block, pages moved or captured, throughput")
+    exp.add_argument("--policies", type=_policies, default=POLICIES,
+                     help=f"comma list of reclaim policies (default {','.join(POLICIES)})")
+    exp.add_argument("--orders", type=_order_ranges, default=((4, 6), (7, 10)),
+                     help="wanted-order ranges, e.g. 4-6,7-10 (default)")
+    exp.add_argument("--seeds", type=_at_least(1, 1000), default=5,
+                     help="trials (seeds) per cell (default 5)")
+    exp.add_argument("--report-dir", default="reports")
+    _engine_options(exp)
+    add_options(exp)                  # every stress option passes through to each trial
     report = sub.add_parser("report", help="re-render a saved stress, campaign or nightly result")
     report.add_argument("file")
 
@@ -271,7 +299,7 @@ def cmd_stress(args):
     say(f"warm-up: {warm:.2f} s")
     progress = None if args.json else Progress()
     say(f"running {cfg.threads} threads ({cfg.reclaimers} reclaimers) for {cfg.seconds:g} s"
-        f" on {cfg.pages} pages, locking={cfg.locking}, capture={'on' if cfg.capture else 'off'}")
+        f" on {cfg.pages} pages, locking={cfg.locking}, reclaim-policy={cfg.policy}")
     result = run_stress(cfg, progress, warm_s=warm)
     if progress:
         progress.end()
@@ -621,9 +649,49 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_experiment(args):
+    """Exit 0 when every trial was clean, 1 otherwise; 130/143 interrupted (saved so far)."""
+    from harness import experiment as E
+    from harness import trials as T
+    from harness.result import prepare_dir
+    for name in ("reclaim_policy", "reclaim_mix"):
+        if getattr(args, name, None) is not None:
+            raise UsageError(f"--{name.replace('_', '-')} is what the experiment varies:"
+                             " use --policies and --orders")
+    defaults = {"seconds": 10.0, "detectors": (), "lockdep": False}
+    template = from_args(args, **{k: v for k, v in defaults.items()
+                                  if getattr(args, k, None) is None})
+    prepare_dir(args.report_dir)
+    say = _say(False)
+    stem = os.path.join(args.report_dir, f"experiment-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = len(args.policies) * len(args.orders) * args.seeds
+    say(f"experiment: {len(args.policies)} policies x {len(args.orders)} order ranges x"
+        f" {args.seeds} seeds = {n} trials of {template.seconds:g} s; saving to {stem}.json")
+    engine, slots, close = _engine(args, say)
+    try:
+        engine.warm()
+        exp = E.run(template, args.policies, args.orders, args.seeds, stem + ".json", engine,
+                    log=say)
+    except KeyboardInterrupt:
+        say(f"experiment interrupted: finished trials kept in {stem}.json")
+        raise
+    finally:
+        close()
+    text = E.table(exp)
+    write_atomic(stem + ".md", text + "\n")
+    try:
+        E.plot(exp, stem + ".png")
+        say(f"plot: {stem}.png")
+    except ImportError:
+        say("plot: not drawn (matplotlib is not installed)")
+    print(text)
+    say(f"saved: {stem}.json, {stem}.md")
+    return 0 if all(t["status"] == T.CLEAN for t in exp["trials"]) else 1
+
+
 COMMANDS = {"stress": cmd_stress, "lockorder": cmd_lockorder, "faults": cmd_faults,
             "nightly": cmd_nightly, "bench": cmd_bench, "report": cmd_report,
-            "mutants": cmd_mutants}
+            "mutants": cmd_mutants, "experiment": cmd_experiment}
 
 
 def main(argv=None):

@@ -25,6 +25,10 @@ MIN_STALL_S = 0.5               # below this a busy machine makes a false HANG l
 BATCH_MAX = 4096                # the reclaimer's scratch batch (workers.reclaimer.BATCH_MAX)
 PCP_MAX = 1 << 16               # per-CPU batch and high, in blocks
 CPUS = os.cpu_count() or 2
+# Reclaim policies, in workers.config order: reclaim and retry; capture only the reclaimer's
+# own frees; full capture; migrate a range empty; both.
+POLICIES = ("off", "capture-own", "capture", "migrate", "migrate+capture")
+CAPTURING = ("capture-own", "capture", "migrate+capture")
 
 
 class ConfigError(ValueError):
@@ -63,6 +67,7 @@ class RunConfig:
     pcp: bool = True                 # per-CPU lists for orders 0..3 (harness.pcp), as in Linux
     pcp_batch: int = 16              # blocks a refill takes / a spill returns
     pcp_high: int = 96               # a free that leaves more blocks on a list spills a batch
+    reclaim_policy: str = ""         # one of POLICIES; "" follows --capture/--no-capture
 
     def __post_init__(self):
         for f in OPTIONS:
@@ -75,6 +80,8 @@ class RunConfig:
         if self.pcp_batch > self.pcp_high:
             raise ConfigError(f"--pcp-batch ({self.pcp_batch}) cannot exceed --pcp-high"
                               f" ({self.pcp_high})")
+        if self.reclaim_policy:
+            self.capture = self.reclaim_policy in CAPTURING
         if self.schedule == "none":
             self.pct_depth, self.pct_steps = RunConfig.pct_depth, RunConfig.pct_steps
         if self.fault:
@@ -86,6 +93,15 @@ class RunConfig:
             if BY_NAME[self.fault].pcp and not self.pcp:
                 raise ConfigError(f"--fault {self.fault} has no effect with --no-pcp"
                                   " (it is a fault of the per-CPU lists)")
+            where = BY_NAME[self.fault].policies
+            if where and self.policy not in where:
+                raise ConfigError(f"--fault {self.fault} has no effect under --reclaim-policy"
+                                  f" {self.policy} (it acts in: {', '.join(where)})")
+
+    @property
+    def policy(self):
+        """The reclaim policy in effect: --reclaim-policy, else what --capture says."""
+        return self.reclaim_policy or ("capture" if self.capture else "off")
 
 
 # ---------------------------------------------------------------- value checks
@@ -295,6 +311,11 @@ OPTIONS = (
            help="with --schedule pct: scheduling points a round, k (default 2000)"),
     Option("capture_lists", "--capture-lists", _int(0, 4096), parse_int,
            help="capture-list rows in the zone; 0: max(8, 2 x reclaimers) (default 0)"),
+    Option("reclaim_policy", "--reclaim-policy", _choice(POLICIES + ("",)), str,
+           help="what a reclaimer does for its block: off (reclaim, retry), capture-own"
+                " (capture its own frees only), capture (full capture), migrate (also"
+                " migrate an aligned range empty), migrate+capture (default: capture, or"
+                " what --capture/--no-capture says)"),
     Option("boundscheck", "--boundscheck", _bool,
            help="run the kernels compiled with bounds checks (own cache; a stray index is"
                 " reported with its kernel; about 2x slower, a first run compiles again)"),
@@ -347,6 +368,10 @@ def from_args(args, **overrides):
         values = {**PRESETS[preset], **values}
     if values.get("check_ms") and "invariants" not in values.get("detectors", DETECTORS):
         raise ConfigError("--check-ms needs the invariants detector (see --detectors)")
+    if values.get("reclaim_policy") and values.get("capture") is not None and \
+            values["capture"] != (values["reclaim_policy"] in CAPTURING):
+        raise ConfigError(f"--{'' if values['capture'] else 'no-'}capture contradicts"
+                          f" --reclaim-policy {values['reclaim_policy']}")
     values.update(overrides)
     return RunConfig(**values)
 
@@ -361,6 +386,8 @@ def to_argv(cfg):
             continue
         if o.name == "check_ms" and "invariants" not in cfg.detectors:
             continue                  # normalized to 0: the checks are off with the detector
+        if o.name == "capture" and cfg.reclaim_policy:
+            continue                  # the policy decides it
         if o.parse is None and o.inverted:
             if not value:
                 argv.append(o.flag)

@@ -15,12 +15,18 @@ from numba import njit
 
 from harness.layout import F_FAULT, flags_row
 
+MIGRATING = ("migrate", "migrate+capture")     # the policies that isolate and migrate
+# Migration is tried after reclaim failed, and finds an empty-able range mostly for low
+# orders: the migration faults' trials want orders 4..6, so that ranges are isolated often.
+MIGRATION_WORKLOAD = (("reclaim_policy", "migrate"), ("reclaim_mix", ((4, 1.0), (5, 1.0), (6, 1.0))))
+
 (NO_FAULT, FAULT_FREE_NO_BLOCK_LOCK, FAULT_ALLOC_NO_BLOCK_LOCK, FAULT_PUSH_NO_AREA_LOCK,
  FAULT_COUNT_OUTSIDE_LOCK, FAULT_CAPTURE_PLACE_UNLOCKED, FAULT_CAPTURE_BEFORE_BLOCK,
  FAULT_AREA_THEN_BLOCK, FAULT_STALE_BUDDY_ORDER, FAULT_LOST_COALESCING,
  FAULT_IGNORE_CAPTURED_BUDDY, FAULT_TOCTOU_CAPTURE_STATE, FAULT_EARLY_UNLOCK,
  FAULT_UNLOCK_NO_WAKE, FAULT_DRAIN_NO_PCP_LOCK, FAULT_PCP_ALLOC_NO_LOCK,
- FAULT_PCP_COUNT_OUTSIDE_LOCK) = range(17)
+ FAULT_PCP_COUNT_OUTSIDE_LOCK, FAULT_MIGRATE_NO_FREEZE, FAULT_LOOKUP_FROZEN_REF,
+ FAULT_ISOLATE_LEAKS_FREE, FAULT_ISOLATE_MERGE_ESCAPE) = range(21)
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class Fault:
     detectors: tuple     # any one must catch it: ownership, poison, invariants, lockdep, watchdog
     narrow: bool         # a narrow race window: delay injection (--chaos) should help
     schemes: tuple       # locking schemes in which the fault has an effect: "fine", "zone"
+    policies: tuple = ()  # reclaim policies in which it has an effect (empty: every one)
+    workload: tuple = ()  # (config field, value) pairs its campaign trials use (a mix as pairs)
     pcp: bool = False    # a fault of the per-CPU lists: no effect with --no-pcp
 
 
@@ -113,5 +121,29 @@ FAULTS = (
           "pcp_free stores the per-CPU list's new count after dropping the pcp lock",
           "a remote drain in between is overwritten: the count no longer matches the list",
           ("invariants",), True, ("fine", "zone"), pcp=True),
+    # Migration (harness.migrate): page references, isolation.
+    Fault(FAULT_MIGRATE_NO_FREEZE, "migrate-no-freeze",
+          "migration copies a page-cache page and frees it without freezing its reference"
+          " count first",
+          "a reader holding a reference reads a freed page; a reclaimer takes the page too",
+          ("poison", "ownership", "invariants"), True, ("fine", "zone"), MIGRATING,
+          MIGRATION_WORKLOAD),
+    Fault(FAULT_LOOKUP_FROZEN_REF, "lookup-frozen-ref",
+          "a page-cache lookup takes its reference with a plain increment, not only if the"
+          " count is nonzero",
+          "a reader holds a reference on a frozen page that is being freed: read after free,"
+          " and a count left wrong",
+          # The widest window is a page being migrated (frozen, then freed), so its
+          # trials migrate.
+          ("poison", "ownership", "invariants"), True, ("fine", "zone"), (),
+          MIGRATION_WORKLOAD),
+    Fault(FAULT_ISOLATE_LEAKS_FREE, "isolate-leaks-free",
+          "free_block does not send a free inside an isolated range to the range's list",
+          "isolated pages reach the free lists and other allocators take them mid-migration",
+          ("invariants",), False, ("fine", "zone"), MIGRATING, MIGRATION_WORKLOAD),
+    Fault(FAULT_ISOLATE_MERGE_ESCAPE, "isolate-merge-escape",
+          "merge_and_place merges across the boundary of an isolated range",
+          "an isolated block is carried out of its range into a larger block",
+          ("invariants",), False, ("fine", "zone"), MIGRATING, MIGRATION_WORKLOAD),
 )
 BY_NAME = {f.name: f for f in FAULTS}

@@ -18,9 +18,10 @@ import numpy as np
 from numba import njit
 
 from harness.layout import Sections
-from harness.layout import (ALLOC, CAPTURED, CLOSED, FREE, LS_COUNT, LS_HEAD, LS_STATE, NAREAS,
-                            OPEN, PCP, PCP_LIST0, PCP_ORDERS, PG_LIST, PG_NEXT, PG_ORDER, PG_PREV,
-                            PG_STATE, PHASE_MASK, TAIL, TOP, UNUSED)
+from harness.isolate import BASE_SHIFT, ISOLATE, MODE_SHIFT, OWN_ONLY
+from harness.layout import (ALLOC, CAPTURED, CLOSED, FREE, LS_COUNT, LS_HEAD, LS_OWNER, LS_STATE,
+                            LS_WANTED, NAREAS, OPEN, PCP, PCP_LIST0, PCP_ORDERS, PG_LIST, PG_NEXT,
+                            PG_ORDER, PG_PREV, PG_STATE, PHASE_MASK, TAIL, TOP, UNUSED)
 
 
 class Kind(NamedTuple):
@@ -71,6 +72,12 @@ KINDS = (
     Kind("conservation", ("pfn", "pages_in_blocks", "zone_pages"),
          "pages not conserved: blocks hold {pages_in_blocks} of the zone's {zone_pages} pages; "
          "page {pfn} is the first tail page that no block covers"),
+    # isolated ranges (harness.isolate), from each open list of kind ISOLATE
+    Kind("free_in_isolated_range", ("pfn", "list", "state"),
+         "block {pfn} is {state} inside the range isolated on list {list}: "
+         "every free there must be held on that list"),
+    Kind("crosses_isolated_range", ("pfn", "order", "list"),
+         "block {pfn} of order {order} crosses the boundary of the range isolated on list {list}"),
 )
 CODES = {k.name: code for code, k in enumerate(KINDS)}
 WIDTH = 1 + max(len(k.fields) for k in KINDS)
@@ -91,6 +98,8 @@ V_OVERLAP = CODES["overlap"]
 V_NOT_ON_LIST = CODES["not_on_list"]
 V_UNMERGED = CODES["unmerged_buddies"]
 V_CONSERVATION = CODES["conservation"]
+V_ISO_FREE = CODES["free_in_isolated_range"]
+V_ISO_CROSS = CODES["crosses_isolated_range"]
 
 STATE_NAMES = {TAIL: "tail", FREE: "free", CAPTURED: "captured", ALLOC: "allocated",
                PCP: "on a per-CPU list"}
@@ -206,12 +215,63 @@ def check_kernel(pages, lists, out, first_pcp=-1):
             if st != PCP and aligned and order < TOP:
                 buddy = p ^ size
                 bst = pages[buddy, PG_STATE]
-                if buddy > p and pages[buddy, PG_ORDER] == order and (bst == FREE or bst == CAPTURED):
+                if buddy > p and pages[buddy, PG_ORDER] == order and (bst == FREE or bst == CAPTURED) \
+                        and not _kept_apart(pages, lists, p, buddy, order):
                     n = _add(out, n, V_UNMERGED, p, buddy, order)
         covered += end - p
         p = end
     if covered != npages:
         n = _add(out, n, V_CONSERVATION, first_lost, covered, npages)
+    for lst in range(NAREAS, lists.shape[0]):
+        if lists[lst, LS_STATE] & PHASE_MASK == OPEN and _mode(lists, lst) == ISOLATE:
+            n = _check_range(pages, lists, lst, out, n)
+    return n
+
+
+@njit(nogil=True, cache=True)
+def _mode(lists, lst):
+    return (lists[lst, LS_OWNER] >> MODE_SHIFT) & 0xFF
+
+
+@njit(nogil=True, cache=True)
+def _kept_apart(pages, lists, p, buddy, order):
+    """Buddies that must not merge: one on an own-only capture list the other is not on,
+    or the two sides of an isolated range's boundary."""
+    for b in (p, buddy):
+        lst = pages[b, PG_LIST]
+        if pages[b, PG_STATE] == CAPTURED and NAREAS <= lst < lists.shape[0] and \
+                _mode(lists, lst) == OWN_ONLY and pages[p, PG_LIST] != pages[buddy, PG_LIST]:
+            return True
+    for lst in range(NAREAS, lists.shape[0]):
+        if lists[lst, LS_STATE] & PHASE_MASK == OPEN and _mode(lists, lst) == ISOLATE:
+            base = lists[lst, LS_OWNER] >> BASE_SHIFT
+            if order >= lists[lst, LS_WANTED] and (p >> (order + 1)) == (base >> (order + 1)):
+                return True
+    return False
+
+
+@njit(nogil=True, cache=True)
+def _check_range(pages, lists, lst, out, n):
+    """The range isolated on `lst`: no block crosses its boundary, none inside is free or
+    on another list."""
+    npages = pages.shape[0]
+    order = lists[lst, LS_WANTED]
+    base = lists[lst, LS_OWNER] >> BASE_SHIFT
+    if order < 0 or order > TOP or base < 0 or base + (1 << order) > npages:
+        return n
+    for k in range(order + 1, TOP + 1):
+        q = base & ~((1 << k) - 1)
+        if pages[q, PG_STATE] != TAIL and pages[q, PG_ORDER] >= k:
+            return _add(out, n, V_ISO_CROSS, q, pages[q, PG_ORDER], lst)
+    p = base
+    while p < base + (1 << order):
+        st = pages[p, PG_STATE]
+        o = pages[p, PG_ORDER]
+        if st == TAIL or o < 0 or o > order:
+            return _add(out, n, V_ISO_CROSS, p, o, lst)
+        if st == FREE or (st == CAPTURED and pages[p, PG_LIST] != lst):
+            n = _add(out, n, V_ISO_FREE, p, lst, st)
+        p += 1 << o
     return n
 
 

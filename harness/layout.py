@@ -44,8 +44,10 @@ PHASE_MASK, GENERATION = 3, 4         # LS_STATE = uses * GENERATION + phase: ea
                                       # row is a new generation, so a merge that set out for an
                                       # earlier use of the list never lands on a later one
 
-LOCK_FIELDS = ("word", "owner", "acq", "cont", "wait_ns", "class", "tryfail")
-L_WORD, L_OWNER, L_ACQ, L_CONT, L_WAIT_NS, L_CLASS, L_TRYFAIL = _fields(LOCK_FIELDS)
+LOCK_FIELDS = ("word", "owner", "acq", "cont", "wait_ns", "class", "tryfail", "isolate")
+L_WORD, L_OWNER, L_ACQ, L_CONT, L_WAIT_NS, L_CLASS, L_TRYFAIL, L_ISOLATE = _fields(LOCK_FIELDS)
+# L_ISOLATE: on a block lock's row only, the isolated range inside that order-10 block
+# (harness.isolate), guarded by that block lock; 0 on every other lock row.
 
 LOCKDEP_FIELDS = ("allowed",)           # bit held * NCLASSES + taken: a declared edge
 (LD_ALLOWED,) = _fields(LOCKDEP_FIELDS)
@@ -163,6 +165,7 @@ RING = 256                              # entries per thread
 
 COUNT_ROWS = 8                          # worker counters (workers.counters asserts its fit)
 VIOL_ROWS = 4                           # first violations a thread records (workers.detectors)
+COUNT_REF_ROWS = 2                      # page-reference and migration counters
 
 assert H.NCLASSES <= W, "lockdep edge rows hold one column per lock class"
 assert RING % RING_PER_ROW == 0
@@ -184,6 +187,8 @@ THREAD_ROWS = (
     ("viol", VIOL_ROWS, ("violation field",) * W, "first violations found (workers.detectors)"),
     ("ring", RING // RING_PER_ROW, RING_FIELDS * RING_PER_ROW,
      f"flight recorder: {RING_PER_ROW} entries a row (harness.tracing)"),
+    ("count_ref", COUNT_REF_ROWS, ("counter",) * W,
+     "page-reference and migration counters (workers.counters)"),
 )
 
 
@@ -198,7 +203,7 @@ def _offsets(rows):
 
 _T, T_ROWS = _offsets(THREAD_ROWS)
 (T_STATE, T_HELD, T_EDGE0, T_EDGE_STAMP0, T_AUX, T_CAPSTAT, T_WITNESS, T_SCHED, T_COUNT0,
- T_VIOL0, T_RING0) = (_T[name] for name, *_ in THREAD_ROWS)
+ T_VIOL0, T_RING0, T_COUNT_REF0) = (_T[name] for name, *_ in THREAD_ROWS)
 assert T_EDGE_STAMP0 - T_EDGE0 == H.NCLASSES, "one lockdep edge row per lock class"
 assert T_AUX - T_EDGE_STAMP0 == H.NCLASSES, "one lockdep edge-stamp row per lock class"
 

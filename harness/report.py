@@ -17,7 +17,8 @@ def summary(result, path=None):
         + (f" (by {result['interrupted_by']})" if result.get("interrupted_by") else ""),
         f"config: {cfg['threads']} threads ({cfg['reclaimers']} reclaimers), {cfg['pages']} pages,"
         f" locking={cfg['locking']}, capture={'on' if cfg['capture'] else 'off'},"
-        f" seed={cfg['seed']}, detectors={','.join(cfg['detectors']) or 'none'}"
+        + (f" reclaim-policy={cfg['reclaim_policy']}," if cfg.get("reclaim_policy") else "")
+        + f" seed={cfg['seed']}, detectors={','.join(cfg['detectors']) or 'none'}"
         + (", lockdep" if cfg.get("lockdep") else "")
         + (f", fault={cfg['fault']}" if cfg.get("fault") else "")
         + (f", chaos={cfg['chaos']:g}" if cfg.get("chaos") else ""),
@@ -37,6 +38,16 @@ def summary(result, path=None):
         lines.append(
             f"captured pages: own frees {tot['captured_own_pages']}, other threads' frees"
             f" {tot['captured_other_pages']}, merged free buddies {tot['captured_merged_free_pages']}")
+        mig = tot.get("migration") or {}
+        if mig.get("isolations") or mig.get("range_no_candidate"):
+            lines.append(
+                f"migration: ranges isolated {mig['isolations']} (taken {mig['ranges_taken']},"
+                f" released {mig['ranges_released']}), no candidate {mig['range_no_candidate']},"
+                f" pages migrated {mig['migrated_pages']}, busy {mig['migrate_busy']}")
+    refs = tot.get("page_refs") or {}
+    if refs.get("lookups"):
+        lines.append(f"page cache: lookups {refs['lookups']:,} (hits {refs['lookup_hits']:,}),"
+                     f" reclaim skipped {refs['reclaim_skipped_busy']:,} pages in use")
     locks = ", ".join(f"{name} {c['acquisitions']:,} acq / {c['contended']:,} contended"
                       for name, c in result["locks"].items() if c["acquisitions"])
     lines.append(f"locks: {locks or 'none taken'}")

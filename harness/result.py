@@ -58,8 +58,11 @@ def totals(threads, wall):
             for k in agg:
                 agg[k] += h[k]
     wall = wall or 1e-9
+    def total_new(key):               # counters that results from before issue 13 lack
+        return sum(t.get(key, 0) for t in threads)
+
     reclaims = total("reclaims")
-    ok = total("captures_delivered") + total("retry_successes")
+    ok = total_new("reclaims_ok") or total("captures_delivered") + total("retry_successes")
     return {
         "ops": total("ops"), "ops_per_s": round(total("ops") / wall, 1),
         "allocator_ops": total("ops", "allocator"),
@@ -76,6 +79,14 @@ def totals(threads, wall):
         "captured_other_pages": total("captured_other_pages"),
         "captured_merged_free_pages": total("captured_merged_free_pages"),
         "pcp_drained_blocks": total("pcp_drained"),
+        "reclaim_to_block_ms": round(total_new("reclaims_ok_ns") / 1e6 / total_new("reclaims_ok"),
+                                     4) if total_new("reclaims_ok") else None,
+        "migration": {k: total_new(k) for k in (
+            "isolations", "isolations_refused", "range_no_candidate", "ranges_taken",
+            "ranges_released", "migrated_pages", "migrate_busy", "migrate_no_target",
+            "isolated_pages_held")},
+        "page_refs": {k: total_new(k) for k in (
+            "lookups", "lookup_hits", "lookup_misses", "reclaim_skipped_busy")},
     }
 
 

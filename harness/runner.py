@@ -121,7 +121,7 @@ class Run:
                 self._ctl(L.CTL_PARK, 0)
                 return time.monotonic() <= deadline
             time.sleep(0.0005)
-        found = check_zone(self.z)
+        found = check_zone(self.z) + self.workers.check()
         self.checks += 1
         if found:
             self.detected("invariants")
@@ -308,7 +308,7 @@ class Run:
         end = {"final_check": [], "drain_rejected": 0, "fresh_after_drain": None}
         if self.outcome == "hang" or self.unjoined:
             return end
-        end["final_check"] = check_zone(self.z)
+        end["final_check"] = check_zone(self.z) + self.workers.check()
         if end["final_check"] or self.violations_so_far():
             return end
         end["drain_rejected"] = self.workers.drain()

@@ -25,6 +25,9 @@ blocks belong to the finishing thread until it has carved and freed them.
 A list's STATE also counts its uses (layout.GENERATION): a free that met a
 captured buddy places its merged block on that list only if it is still the
 same use of the row, never on a list reopened in the meantime.
+Kinds of capture list and isolated ranges (harness.isolate): a free inside an
+isolated range goes to the range's list, a merge never crosses its boundary,
+and a block on an own-only list merges only with its owner's own frees.
 """
 
 from numba import njit
@@ -34,6 +37,7 @@ from harness import hierarchy as H
 from harness.atomics import cas, store_release
 from harness.chaos import race_window
 from harness.faults import fault
+from harness.isolate import crosses_isolation, isolated_list, may_join
 from harness.layout import (ALLOC, CAPTURED, CLOSED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, FREE,
                             GENERATION, LS_COUNT, LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN, LS_OWNER,
                             LS_STATE, LS_WANTED, M_LIST0, M_NCAP, NAREAS, OPEN, PG_LIST, PG_NEXT,
@@ -136,6 +140,10 @@ def free_block(z, t, me, pfn, order, target):
     z[pfn, PG_STATE] = TAIL
     z[pfn, PG_OWNER] = -1
     trace(z, t, me, OP_CAPFREE if target >= 0 else OP_FREE, pfn, order)
+    iso = isolated_list(z, pfn)         # MIGRATE_ISOLATE: a free inside the range is held
+    leak_isolated = fault(z, F.FAULT_ISOLATE_LEAKS_FREE)
+    if iso >= 0 and not leak_isolated:
+        target = iso
     use = z[lrow(z, target), LS_STATE] if target >= 0 else 0     # our own list: stays open
     other = merge_and_place(z, t, me, pfn, order, target, use)
     if other == ABORTED:
@@ -276,11 +284,16 @@ def merge_and_place(z, t, me, pfn, order, target, use):
     merged = 0                          # pages merged in from outside `target`
     skip_order_check = fault(z, F.FAULT_STALE_BUDDY_ORDER)
     ignore_captured = fault(z, F.FAULT_IGNORE_CAPTURED_BUDDY)
+    merge_across_isolation = fault(z, F.FAULT_ISOLATE_MERGE_ESCAPE)
     while order < TOP:
         buddy = pfn ^ (1 << order)
         st = z[buddy, PG_STATE]
         if st != FREE and st != CAPTURED:
             break
+        if st == CAPTURED and not may_join(z, buddy, target):
+            break                       # an own-only capture list keeps its blocks
+        if crosses_isolation(z, pfn, order) and not merge_across_isolation:
+            break                       # nothing merges into or out of an isolated range
         if z[buddy, PG_ORDER] != order and not skip_order_check:
             break
         if st == CAPTURED and target < 0 and ignore_captured:

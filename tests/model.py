@@ -25,6 +25,8 @@ class ModelZone:
         self.captures = {}          # handle -> {"wanted": order, "blocks": [(pfn, order)]}
         self.captured_in = {}       # pfn -> (handle, order), for captured blocks
         self.next_handle = 0
+        self.isolations = {}        # handle -> (base, order): isolated ranges
+        self.own_only = set()       # handles of capture lists that take only own frees
         for pfn in range(0, pages, 1 << TOP):
             self._add_free(pfn, TOP)
 
@@ -62,15 +64,29 @@ class ModelZone:
             k -= 1
             self._add_free(pfn + (1 << k), k)
 
+    def _crosses(self, pfn, order):
+        """Would merging (pfn, order) with its buddy cross an isolated range's boundary?"""
+        return any(order >= o and pfn >> (order + 1) == base >> (order + 1)
+                   for base, o in self.isolations.values())
+
+    def _isolated_at(self, pfn):
+        return next((c for c, (base, o) in self.isolations.items()
+                     if pfn >> o == base >> o), None)
+
     def _merge(self, pfn, order, c):
         """__free_one_page (c is None) / __capture_one_page (c is a handle)."""
         while order < TOP:
             buddy = pfn ^ (1 << order)
+            if self._crosses(pfn, order):
+                break
             if self.free_order.get(buddy) == order:
                 self._del_free(buddy)
             elif buddy in self.captured_in and self.captured_in[buddy][1] == order:
+                owner = self.captured_in[buddy][0]
+                if owner in self.own_only and owner != c:
+                    break                            # an own-only list keeps its blocks
                 if c is None:                        # switch to capture mode there
-                    c = self.captured_in[buddy][0]
+                    c = owner
                 self._del_captured(buddy)
             else:
                 break
@@ -105,15 +121,50 @@ class ModelZone:
         if self.allocated.get(pfn) != order:
             raise ValueError(f"pfn {pfn} is not the head of an allocated order-{order} block")
         del self.allocated[pfn]
-        self._merge(pfn, order, capture)
+        iso = self._isolated_at(pfn)                 # MIGRATE_ISOLATE: held on its list
+        self._merge(pfn, order, capture if iso is None else iso)
 
-    def capture_start(self, order):
+    def capture_start(self, order, own_only=False):
         """Open an empty capture list for a reclaimer wanting a block of `order` (> 3)."""
         self._check_order(order, low=PAGE_ALLOC_COSTLY_ORDER + 1)
         c = self.next_handle
         self.next_handle += 1
         self.captures[c] = {"wanted": order, "blocks": []}
+        if own_only:
+            self.own_only.add(c)
         return c
+
+    def isolate(self, base, order):
+        """Isolate the aligned range (base, order): move its free blocks (increasing pfn) to
+        the head of a new list; None if a larger block covers it, a captured block is in
+        it, or its order-10 block already has an isolated range."""
+        self._check_order(order, low=PAGE_ALLOC_COSTLY_ORDER + 1)
+        if type(base) is not int or not 0 <= base < self.pages or base % (1 << order):
+            raise ValueError(f"base must be a pfn aligned to 2**{order}, got {base!r}")
+        end = base + (1 << order)
+        for k in range(order + 1, MAX_ORDER):
+            q = base & ~((1 << k) - 1)
+            if self.free_order.get(q, -1) >= k or self.allocated.get(q, -1) >= k or \
+                    self.captured_in.get(q, (None, -1))[1] >= k:
+                return None
+        if any(base <= p < end for p in self.captured_in) or \
+                any(b >> TOP == base >> TOP for b, _ in self.isolations.values()):
+            return None
+        c = self.capture_start(order)
+        self.isolations[c] = (base, order)
+        for p in sorted(p for p in self.free_order if base <= p < end):
+            o = self.free_order[p]
+            self._del_free(p)
+            self._add_captured(c, p, o)
+        return c
+
+    def end_isolation(self, c):
+        """End isolation c: its range stops being isolated, then the list is finished."""
+        if c not in self.isolations:
+            raise ValueError(f"{c!r} is not an isolated range")
+        del self.isolations[c]
+        self.own_only.discard(c)
+        return self.capture_finish(c)
 
     def captured(self, c):
         """Return the blocks of capture list c as [(pfn, order)], head first."""
@@ -123,6 +174,9 @@ class ModelZone:
     def capture_finish(self, c):
         """Close list c: carve the first big-enough block, free the rest; return pfn or None."""
         self._check_handle(c)
+        if c in self.isolations:
+            raise ValueError(f"capture list {c!r} is an isolated range: use end_isolation")
+        self.own_only.discard(c)
         wanted = self.captures[c]["wanted"]
         blocks = self.captures.pop(c)["blocks"]
         for pfn, _ in blocks:

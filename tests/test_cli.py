@@ -72,12 +72,25 @@ BAD = {
     "bench repeats zero": (["bench", "--repeats", "0"], "--repeats"),
     "bench threads zero": (["bench", "--threads", "0"], "--threads"),
     "report without file": (["report"], "file"),
+    "reclaim policy unknown": (["stress", "--reclaim-policy", "lumpy"], "--reclaim-policy"),
+    "capture contradicts policy": (["stress", "--no-capture", "--reclaim-policy", "capture"],
+                                   "--reclaim-policy"),
+    "migration fault without migration": (["stress", "--fault", "migrate-no-freeze",
+                                           "--reclaim-policy", "capture"], "migrate"),
+    "experiment policy unknown": (["experiment", "--policies", "off,lumpy"], "--policies"),
+    "experiment orders bad": (["experiment", "--orders", "2-5"], "--orders"),
+    "experiment orders junk": (["experiment", "--orders", "x"], "--orders"),
+    "experiment varies the policy": (["experiment", "--reclaim-policy", "off"],
+                                     "--reclaim-policy"),
+    "experiment seeds zero": (["experiment", "--seeds", "0"], "--seeds"),
+    "experiment bad stress option": (["experiment", "--pages", "1000"], "--pages"),
 }
 
 
 @pytest.mark.parametrize("argv, mentions", BAD.values(), ids=BAD.keys())
 def test_bad_input_exits_2_with_one_line(argv, mentions, capsys, tmp_path):
-    argv = argv + ["--report-dir", str(tmp_path)] if argv[:1] == ["stress"] else argv
+    argv = argv + ["--report-dir", str(tmp_path)] if argv[:1] in (["stress"], ["experiment"]) \
+        else argv
     t0 = time.monotonic()
     status = main(argv)
     out, err = capsys.readouterr()

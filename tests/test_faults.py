@@ -10,6 +10,7 @@ too.  Detected trials stop early (usually well under 2 s); an escaped one
 costs its whole 8 s budget.
 """
 
+import dataclasses
 import glob
 import json
 import os
@@ -19,7 +20,7 @@ import sys
 import pytest
 
 from harness import faults as F
-from harness.campaign import CLEAN, DETECTORS, trial
+from harness.campaign import CLEAN, DETECTORS, fault_needs, trial
 from harness.config import RunConfig
 from harness.runner import warm_up
 
@@ -37,10 +38,11 @@ def warmed():
 
 def run_trial(name, seed, budget, chaos, threads=2, pages=16384):
     """One campaign trial of fault `name` (or CLEAN), as `python -m harness faults` runs it."""
-    cfg = RunConfig(threads=threads, reclaimers=1, seconds=budget, seed=seed, pages=pages,
-                    lockdep=True, fault="" if name == CLEAN else name, chaos=chaos,
-                    check_ms=50, stall_s=2.0,
-                    pcp=F.BY_NAME[name].pcp if name in F.BY_NAME else True)
+    template = RunConfig(threads=threads, reclaimers=1, seconds=budget, seed=seed, pages=pages,
+                         lockdep=True, chaos=chaos, check_ms=50, stall_s=2.0)
+    cfg = dataclasses.replace(template, fault="" if name == CLEAN else name,
+                              pcp=F.BY_NAME[name].pcp if name in F.BY_NAME else True,
+                              **fault_needs(F.BY_NAME.get(name), template))
     return trial(cfg, warm_s=0.0)
 
 

@@ -76,12 +76,16 @@ def configs(draw):
     threads = draw(st.integers(1, 16))
     detectors = draw(st.lists(st.sampled_from(C.DETECTORS), unique=True))
     locking = draw(st.sampled_from(["fine", "zone"]))
+    capture = draw(st.booleans())
+    policy = draw(st.sampled_from(("",) + C.POLICIES))
+    effective = policy or ("capture" if capture else "off")
     from harness.faults import FAULTS
-    faults = [""] + [f.name for f in FAULTS if locking in getattr(f, "schemes", (locking,))]
+    faults = [""] + [f.name for f in FAULTS if locking in getattr(f, "schemes", (locking,))
+                     and effective in (getattr(f, "policies", ()) or (effective,))]
     return C.RunConfig(
         threads=threads, reclaimers=draw(st.integers(0, threads)),
         seconds=draw(st.floats(0.001, 1e5, allow_nan=False)), seed=draw(st.integers(0, 1 << 40)),
-        pages=1024 * draw(st.integers(1, 64)), locking=locking, capture=draw(st.booleans()),
+        pages=1024 * draw(st.integers(1, 64)), locking=locking, capture=capture,
         alloc_mix=draw(mixes), reclaim_mix=draw(costly), held=draw(st.integers(1, 5000)),
         reclaimer_held=draw(st.integers(1, 64)), cache_pct=draw(st.integers(0, 100)),
         pool_fraction=draw(st.floats(0.001, 1.0)), batch_mul=draw(st.integers(0, 64)),
@@ -91,7 +95,8 @@ def configs(draw):
         lockdep=draw(st.booleans()), fault=draw(st.sampled_from(faults)),
         chaos=draw(st.floats(0, 1)), schedule=draw(st.sampled_from(["none", "pct"])),
         pct_depth=draw(st.integers(1, 16)), pct_steps=draw(st.integers(1, 1 << 40)),
-        capture_lists=draw(st.integers(0, 4096)), boundscheck=draw(st.booleans()))
+        capture_lists=draw(st.integers(0, 4096)), boundscheck=draw(st.booleans()),
+        reclaim_policy=policy)
 
 
 def parse_back(argv):

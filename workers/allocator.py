@@ -4,7 +4,9 @@ One call runs the whole thread until the stop word is set.  Each step it
 allocates when it holds few blocks, frees a random held block when it holds
 many, and tosses a coin in between, so blocks are held for a random time.
 A freed order-0 page goes to the page-cache pool instead, CFG_CACHE_PCT
-percent of the time, so that reclaimers find memory to reclaim.
+percent of the time, so that reclaimers find memory to reclaim; every
+CFG_LOOKUP_EVERY operations it looks a cached page up (a reader holding a
+reference for a moment), racing with reclaim and migration of that page.
 """
 
 from numba import njit
@@ -13,11 +15,11 @@ from harness import pcp as P
 from harness import zone as Z
 from harness.layout import T_COUNT0, T_RNG, T_STATE
 from harness.rng import bounded, step
-from workers.config import CFG_CACHE_PCT, CFG_CDF0, CFG_HELD, draw_order
+from workers.config import CFG_CACHE_PCT, CFG_CDF0, CFG_HELD, CFG_LOOKUP_EVERY, draw_order
 from workers.counters import C_ABORTS, C_ALLOC_FAIL, C_CACHED, C_FREES, C_OPS, count
-from workers.detectors import PAGECACHE, hand_over, pagecache_tag
+from workers.detectors import PAGECACHE, hand_over
 from workers.held import held_take, keep_block
-from workers.pagecache import pool_has_room, pool_put
+from workers.pagecache import cache_key, lookup, pool_has_room, pool_put
 from workers.park import ALLOCATOR_CHECK_EVERY, between_ops
 
 
@@ -32,6 +34,9 @@ def allocator_loop(z, t, me, pool, held, cfg):
     while not between_ops(z, t, me, ops, ALLOCATOR_CHECK_EVERY):
         ops += 1
         x = step(x)
+        if cfg[CFG_LOOKUP_EVERY] > 0 and ops % cfg[CFG_LOOKUP_EVERY] == 0:
+            lookup(z, t, me, pool, bounded(x, 1 << 30))    # a reader of the page cache
+            x = step(x)
         if n == 0 or (n < cap // 2 and bounded(x, 4) != 0) or (n < cap and bounded(x, 2) == 0):
             x = step(x)
             order = draw_order(cfg, CFG_CDF0, x)
@@ -50,11 +55,12 @@ def allocator_loop(z, t, me, pool, held, cfg):
             n -= 1
             x = step(x)
             if order == 0 and bounded(x, 100) < cfg[CFG_CACHE_PCT] and pool_has_room(pool):
-                hand_over(z, t, me, pfn, 0, me, tag, PAGECACHE, pagecache_tag())
-                if pool_put(z, t, me, pool, pfn):
+                key = cache_key(me, ops)
+                hand_over(z, t, me, pfn, 0, me, tag, PAGECACHE, key)
+                if pool_put(z, t, me, pool, pfn, key):
                     count(t, me, C_CACHED, 1)
                     continue
-                hand_over(z, t, me, pfn, 0, PAGECACHE, pagecache_tag(), me, tag)
+                hand_over(z, t, me, pfn, 0, PAGECACHE, key, me, tag)
             if not P.free_checked(z, t, me, pfn, order, me, tag):
                 count(t, me, C_ABORTS, 1)
                 break

@@ -16,6 +16,8 @@ CONFIG_FIELDS = (
     ("batch_mul", 1),            # a reclaim takes max(batch_min, batch_mul << order) pages
     ("batch_min", 1),
     ("rheld", 1),                # blocks a reclaimer holds at most
+    ("policy", 1),               # reclaim policy: an index into POLICIES
+    ("lookup_every", 1),         # an allocator looks a cached page up every N operations
 )
 _OFF = {}
 _at = 0
@@ -25,7 +27,11 @@ for _name, _n in CONFIG_FIELDS:
 CFG_FIELDS = 32                  # the array's length
 assert _at <= CFG_FIELDS, (_at, CFG_FIELDS)
 CFG_CDF0, CFG_RCDF0, CFG_HELD, CFG_CACHE_PCT, CFG_CAPTURE, CFG_BATCH_MUL, CFG_BATCH_MIN, \
-    CFG_RHELD = (_OFF[name] for name, _ in CONFIG_FIELDS)
+    CFG_RHELD, CFG_POLICY, CFG_LOOKUP_EVERY = (_OFF[name] for name, _ in CONFIG_FIELDS)
+
+# Reclaim policies (harness.config.POLICIES names them in this order).
+POLICY_OFF, POLICY_CAPTURE_OWN, POLICY_CAPTURE, POLICY_MIGRATE, POLICY_MIGRATE_CAPTURE = range(5)
+LOOKUP_EVERY = 16
 
 
 def order_cdf(mix):
@@ -42,6 +48,9 @@ def worker_config(cfg):
     a[CFG_HELD], a[CFG_RHELD] = cfg.held, cfg.reclaimer_held
     a[CFG_CACHE_PCT], a[CFG_CAPTURE] = cfg.cache_pct, cfg.capture
     a[CFG_BATCH_MUL], a[CFG_BATCH_MIN] = cfg.batch_mul, cfg.batch_min
+    from harness.config import POLICIES
+    a[CFG_POLICY] = POLICIES.index(cfg.policy)
+    a[CFG_LOOKUP_EVERY] = LOOKUP_EVERY
     return a
 
 

@@ -7,7 +7,7 @@ row of its own.
 
 from numba import njit
 
-from harness.layout import COUNT_ROWS, MAX_ORDER, T_COUNT0, W
+from harness.layout import COUNT_REF_ROWS, COUNT_ROWS, MAX_ORDER, T_COUNT0, T_COUNT_REF0, W
 
 COUNTERS = ("ops", "allocs", "alloc_failures", "frees", "to_page_cache", "reclaims",
             "reclaimed_pages", "captures_delivered", "captured_own_pages",
@@ -25,6 +25,16 @@ def _rows(n):
     return -(-n // W) * W
 
 
+# Page references, isolation and migration: t[me, T_COUNT_REF0 + c // 8, c % 8] (`count_ref`).
+REF_COUNTERS = ("lookups", "lookup_hits", "lookup_misses", "reclaim_skipped_busy",
+                "isolations", "isolations_refused", "migrated_pages", "migrate_busy",
+                "migrate_no_target", "ranges_taken", "ranges_released", "reclaims_ok",
+                "reclaims_ok_ns", "isolated_pages_held", "range_no_candidate")
+(RC_LOOKUPS, RC_LOOKUP_HIT, RC_LOOKUP_MISS, RC_RECLAIM_BUSY, RC_ISOLATIONS, RC_ISO_REFUSED,
+ RC_MIGRATED, RC_MIGRATE_BUSY, RC_NO_TARGET, RC_TAKEN, RC_RELEASED, RC_RECLAIM_OK,
+ RC_RECLAIM_OK_NS, RC_ISO_HELD, RC_NO_CANDIDATE) = range(len(REF_COUNTERS))
+assert len(REF_COUNTERS) <= COUNT_REF_ROWS * W
+
 C_HIGH_TRY0, C_HIGH_OK0, C_HIGH_DIRECT0 = (
     _rows(len(COUNTERS)) + k * _rows(MAX_ORDER) for k in range(len(HIGH_ORDER)))
 COUNTER_SLOTS = C_HIGH_DIRECT0 + _rows(MAX_ORDER)
@@ -37,10 +47,17 @@ def count(t, me, c, n):
     t[me, T_COUNT0 + (c >> 3), c & 7] += n
 
 
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def count_ref(t, me, c, n):
+    t[me, T_COUNT_REF0 + (c >> 3), c & 7] += n
+
+
 def thread_counters(t, i):
     """Thread `i`'s counters by name, plus `high_order` by order (orders with attempts)."""
     c = t[i, T_COUNT0:T_COUNT0 + COUNT_ROWS].reshape(-1)
     out = {name: int(c[k]) for k, name in enumerate(COUNTERS)}
+    r = t[i, T_COUNT_REF0:T_COUNT_REF0 + COUNT_REF_ROWS].reshape(-1)
+    out.update({name: int(r[k]) for k, name in enumerate(REF_COUNTERS)})
     out["high_order"] = {str(o): {name: int(c[base + o]) for name, base in _HIGH0.items()}
                          for o in range(MAX_ORDER) if c[C_HIGH_TRY0 + o]}
     return out

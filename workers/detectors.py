@@ -48,9 +48,15 @@ KINDS = (
     (7, "captured_block_beside_free_buddy", "invariants"),
     (8, "capture_list_gained_pages", "invariants"),
     (9, "pcp_claim_mismatch", "ownership"),     # harness.pcp: entered claimed / left twice
+    (10, "read_after_free", "poison"),
+    (11, "reference_on_page_not_cached", "ownership"),
+    (12, "page_taken_during_migration", "ownership"),
+    (13, "free_block_in_isolated_range", "invariants"),
+    (14, "block_crosses_isolated_range", "invariants"),
 )
 (K_DOUBLE_ALLOC, K_NOT_OWNER, K_POISON, K_STAMP, K_REJECTED_FREE, K_STALE_CAPTURE,
- K_UNMERGED_CAPTURE, K_CAPTURE_BALANCE, K_PCP_CLAIM) = (k for k, _, _ in KINDS)
+ K_UNMERGED_CAPTURE, K_CAPTURE_BALANCE, K_PCP_CLAIM, K_READ_AFTER_FREE, K_NOT_CACHED_REF,
+ K_MIGRATE_TAKEN, K_ISOLATED_FREE, K_ISOLATED_CROSS) = (k for k, _, _ in KINDS)
 KIND_NAMES = {k: name for k, name, _ in KINDS}
 KIND_DETECTORS = {k: det for k, _, det in KINDS}
 

@@ -7,9 +7,10 @@ which checks that every page was accounted for.
 from numba import njit
 
 from harness import zone as Z
-from workers.detectors import PAGECACHE, POISON, hand_over, pagecache_tag
+from harness.pageref import freeze
+from workers.detectors import PAGECACHE, POISON, hand_over
 from workers.held import H_ORDER, H_PFN, H_TAG
-from workers.pagecache import P_CAP, P_COUNT, P_HEAD, POOL_RING
+from workers.pagecache import P_CAP, P_COUNT, P_HEAD, POOL_RING, page_key
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -30,7 +31,9 @@ def drain_pool(z, t, me, pool):
     rejected = 0
     for i in range(pool[P_COUNT]):
         pfn = pool[POOL_RING + (pool[P_HEAD] + i) % pool[P_CAP]]
-        hand_over(z, t, me, pfn, 0, PAGECACHE, pagecache_tag(), -1, POISON)
+        freeze(pool, pfn, 1)
+        key = page_key(pool, pfn)
+        hand_over(z, t, me, pfn, 0, PAGECACHE, key, -1, POISON)
         if Z.free_block(z, t, me, pfn, 0, -1) != 0:
             rejected += 1
     pool[P_COUNT] = 0

@@ -15,7 +15,7 @@ from workers.config import worker_config
 from workers.detectors import POISON
 from workers.drain import drain_held, drain_pool
 from workers.held import new_held
-from workers.pagecache import new_pool
+from workers.pagecache import check_pagecache, new_pool
 from workers.reclaimer import BATCH_MAX
 from workers.roles import assign
 
@@ -33,7 +33,7 @@ class Workers:
         sec = L.Sections(z)
         if sec.flags[L.F_POISON]:
             sec.pages[:, L.PG_STAMP] = POISON
-        self.pool = new_pool(max(1, int(cfg.pages * cfg.pool_fraction)))
+        self.pool = new_pool(max(1, int(cfg.pages * cfg.pool_fraction)), cfg.pages)
         self.config = worker_config(cfg)
         self.held = [new_held(r.held(cfg)) for r in self.roles]
         self.nheld = [0] * cfg.threads
@@ -47,6 +47,10 @@ class Workers:
         """Thread `i`'s body: one long nogil call of its role's loop."""
         self.nheld[i] = self.roles[i].run(self.z, self.t, i, self.pool, self.held[i],
                                           self.config, self.batches[i])
+
+    def check(self):
+        """Quiescent invariants of the page cache (reference counts, contents)."""
+        return check_pagecache(self.z, self.pool)
 
     def drain(self):
         """Free every held block, page-cache page and per-CPU list (single-threaded, after

@@ -12,20 +12,23 @@ from numba import njit
 
 from harness import pcp as P
 from harness import zone as Z
+from harness.atomics import monotonic_ns
+from harness.isolate import OWN_ONLY
+from harness.migrate import set_list_mode
 from harness.layout import (CS_MERGED, CS_OTHER, CS_OWN, F_CAPTURE_AUDIT, LS_COUNT, LS_HEAD,
                             T_CAPSTAT, T_COUNT0, T_RNG, T_STATE)
 from harness.rng import bounded, step
-from workers.config import (CFG_BATCH_MIN, CFG_BATCH_MUL, CFG_CAPTURE, CFG_RCDF0, CFG_RHELD,
-                            draw_order)
+from workers.config import (CFG_BATCH_MIN, CFG_BATCH_MUL, CFG_CAPTURE, CFG_POLICY, CFG_RCDF0,
+                            CFG_RHELD, POLICY_CAPTURE_OWN, POLICY_MIGRATE, draw_order)
 from workers.counters import (C_ABORTS, C_ALLOC_FAIL, C_CAP_MERGED, C_CAP_NOSLOT, C_CAP_OTHER,
                               C_CAP_OWN, C_DELIVERED, C_FREES, C_HIGH_DIRECT0, C_HIGH_OK0,
                               C_HIGH_TRY0, C_OPS, C_PCP_DRAINED, C_RECLAIMED, C_RECLAIMS,
-                              C_RETRY_OK, count)
+                              C_RETRY_OK, RC_RECLAIM_OK, RC_RECLAIM_OK_NS, count, count_ref)
 from workers.detectors import (K_STALE_CAPTURE, PAGECACHE, audit_capture, check_capture_balance,
-                               flag, free_checked,
-                               hand_over, pagecache_tag, violation)
+                               flag, free_checked, hand_over, violation)
 from workers.held import held_take, keep_block
-from workers.pagecache import pool_take
+from workers.migrator import migrate_reclaim
+from workers.pagecache import page_key, pool_take
 from workers.park import RECLAIMER_CHECK_EVERY, beat, between_ops, park_if_asked
 
 BATCH_MAX = 4096                # size of the `batch` scratch array a reclaimer is given
@@ -44,6 +47,9 @@ def reclaim(z, t, me, pool, batch, cfg, wanted):
             return Z.ABORTED
         if lst < 0:
             count(t, me, C_CAP_NOSLOT, 1)
+        elif cfg[CFG_POLICY] == POLICY_CAPTURE_OWN and \
+                not set_list_mode(z, t, me, lst, OWN_ONLY, 0):
+            return Z.ABORTED
         elif z[Z.lrow(z, lst), LS_HEAD] != -1 or z[Z.lrow(z, lst), LS_COUNT] != 0:
             # A list must start empty: blocks left on a finished list were stranded.
             violation(z, t, me, K_STALE_CAPTURE, z[Z.lrow(z, lst), LS_HEAD], 0, lst, 0,
@@ -51,9 +57,11 @@ def reclaim(z, t, me, pool, batch, cfg, wanted):
     for i in range(n):
         if i & 63 == 63:
             beat(t, me)                 # a batch of up to thousands of frees is progress too
-        # A page-cache page becomes ours first, so the detectors see who frees it.
-        hand_over(z, t, me, batch[i], 0, PAGECACHE, pagecache_tag(), me, pagecache_tag())
-        if not free_checked(z, t, me, batch[i], 0, me, pagecache_tag(), lst):
+        # A page-cache page (frozen by pool_take) becomes ours first, so the detectors
+        # see who frees it.
+        key = page_key(pool, batch[i])
+        hand_over(z, t, me, batch[i], 0, PAGECACHE, key, me, key)
+        if not free_checked(z, t, me, batch[i], 0, me, key, lst):
             return Z.ABORTED
     # drain_all_pages: blocks parked on per-CPU lists never met the capture list; drained
     # while it is still open, they coalesce through free_block and may join it.
@@ -63,7 +71,8 @@ def reclaim(z, t, me, pool, batch, cfg, wanted):
     count(t, me, C_PCP_DRAINED, drained)
     if lst >= 0:
         park_if_asked(z, t, me)         # a quiescent point with an open capture list
-        if flag(z, F_CAPTURE_AUDIT) and not audit_capture(z, t, me, lst, batch):
+        if flag(z, F_CAPTURE_AUDIT) and cfg[CFG_POLICY] != POLICY_CAPTURE_OWN and \
+                not audit_capture(z, t, me, lst, batch):
             return Z.ABORTED
         pfn = Z.capture_finish(z, t, me, lst)
         if pfn == Z.ABORTED:
@@ -79,6 +88,9 @@ def reclaim(z, t, me, pool, batch, cfg, wanted):
     pfn = Z.alloc_block(z, t, me, wanted)
     if pfn >= 0:
         count(t, me, C_RETRY_OK, 1)
+    elif pfn == Z.NONE and cfg[CFG_POLICY] >= POLICY_MIGRATE:
+        pfn, x = migrate_reclaim(z, t, me, pool, batch, wanted, t[me, T_STATE, T_RNG])
+        t[me, T_STATE, T_RNG] = x
     return pfn
 
 
@@ -109,7 +121,13 @@ def reclaimer_loop(z, t, me, pool, held, cfg, batch):
         if pfn >= 0:
             count(t, me, C_HIGH_DIRECT0 + wanted, 1)
         elif pfn == Z.NONE:
+            t[me, T_STATE, T_RNG] = x
+            started = monotonic_ns()
             pfn = reclaim(z, t, me, pool, batch, cfg, wanted)
+            x = t[me, T_STATE, T_RNG]
+            if pfn >= 0:
+                count_ref(t, me, RC_RECLAIM_OK, 1)
+                count_ref(t, me, RC_RECLAIM_OK_NS, monotonic_ns() - started)
         if pfn == Z.ABORTED:
             count(t, me, C_ABORTS, 1)
             break
