@@ -67,7 +67,8 @@ class Zone:
         """Allocate a block of 2**order pages; its first pfn, or None when nothing fits."""
         self._order(order)
         self._cpu(cpu)
-        pfn = P.alloc(self.table, self.threads, cpu, order)
+        kernel = P.alloc if self.pcp else Z.alloc_block     # without lists: the buddy itself
+        pfn = kernel(self.table, self.threads, cpu, order)
         return None if pfn == Z.NONE else pfn
 
     def free(self, pfn, order, capture=None, cpu=0):
@@ -77,7 +78,8 @@ class Zone:
         if isinstance(pfn, bool) or not isinstance(pfn, int) or not 0 <= pfn < self.pages:
             raise ValueError(f"pfn must be an int in 0..{self.pages - 1}, got {pfn!r}")
         target = -1 if capture is None else self._list(capture)
-        if P.free(self.table, self.threads, cpu, pfn, order, target) == Z.EINVAL:
+        kernel = P.free if self.pcp else Z.free_block
+        if kernel(self.table, self.threads, cpu, pfn, order, target) == Z.EINVAL:
             raise ValueError(f"pfn {pfn} is not the head of an allocated block of order {order}")
 
     def drain_pages(self, cpu=None):

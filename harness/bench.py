@@ -280,11 +280,12 @@ def run_capture_table(seconds=10.0, threads=2, seed=1, reclaim_mix=None):
 
 def format_rows(title, rows):
     keys = [k for k in next(iter(rows.values())) if k != "by_order"]
-    lines = [title, f"{'':<28}" + "".join(f"{name:>16}" for name in rows)]
+    width = max(16, 2 + max(len(name) for name in rows))
+    lines = [title, f"{'':<28}" + "".join(f"{name:>{width}}" for name in rows)]
     for k in keys:
         cells = []
         for r in rows.values():
             v = r[k]
-            cells.append(f"{v:>16.3f}" if isinstance(v, float) else f"{v!s:>16}")
+            cells.append(f"{v:>{width}.3f}" if isinstance(v, float) else f"{v!s:>{width}}")
         lines.append(f"{k:<28}" + "".join(cells))
     return "\n".join(lines)

@@ -197,8 +197,9 @@ def build_parser():
                                          " lists) x threads vs plain Python and C")
     bench.add_argument("--seconds", type=_positive_seconds, default=1.5,
                        help="measured seconds per variant (default 1.5)")
-    bench.add_argument("--threads", type=_thread_counts, default=(1, 2, 4, 8),
-                       help="comma-separated thread counts (default 1,2,4,8)")
+    bench.add_argument("--threads", type=_thread_counts, default=None,
+                       help="comma-separated thread counts (default 1,2,4,8; with --overhead"
+                            " or --capture-table the largest is used, default 2)")
     bench.add_argument("--repeats", type=_at_least(1, 1000), default=3,
                        help="runs per variant; the median is reported (default 3)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -624,7 +625,7 @@ def cmd_bench(args):
         raise UsageError("--reclaim-mix applies to --capture-table only")
     if args.overhead and args.capture_table:
         raise UsageError("choose one of --overhead and --capture-table")
-    threads = max(args.threads)
+    threads = max(args.threads) if args.threads else 2
     if args.capture_table:       # check the configuration now, not after the first run
         RunConfig(threads=threads, seconds=args.seconds, capture=True,
                   **({"reclaim_mix": args.reclaim_mix} if args.reclaim_mix else {}))
@@ -642,7 +643,7 @@ def cmd_bench(args):
         text = format_rows("capture off vs on, without and with per-CPU lists (same seed and"
                            " settings):", result)
     else:
-        result = run_bench(args.seconds, args.threads, args.repeats,
+        result = run_bench(args.seconds, args.threads or (1, 2, 4, 8), args.repeats,
                            say=None if args.json else lambda m: print(m, file=sys.stderr))
         text = format_bench(result)
     print(json.dumps(result, indent=2, allow_nan=False) if args.json else text)

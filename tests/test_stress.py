@@ -185,8 +185,10 @@ def test_write_to_free_pages_is_reported_by_poison_with_trace():
 
 
 def test_foreign_claim_on_free_pages_is_a_double_allocation():
+    # Without per-CPU lists, so the buddy's allocation is where the claim is met (with
+    # them, a refill meets it first: the next test).
     cfg = RunConfig(threads=2, reclaimers=1, seconds=5.0, seed=1, pages=8192,
-                    detectors=ALL_DETECTORS, stop_on_violation=True)
+                    detectors=ALL_DETECTORS, stop_on_violation=True, pcp=False)
     stranger = 7                                   # a thread slot not in this run
 
     def claim(run):
@@ -203,6 +205,24 @@ def test_foreign_claim_on_free_pages_is_a_double_allocation():
         assert v["found"] == stranger              # ... and the owner it found
     assert result["traces"]
     assert any(overlaps(e, v["pfn"], v["order"]) for v in doubles for e in result["traces"])
+
+
+def test_foreign_claim_met_by_a_per_cpu_refill_is_reported():
+    """A block a refill takes from the buddy onto a per-CPU list must be unclaimed: the
+    ownership detector reports the stranger's claim as it enters the list."""
+    cfg = RunConfig(threads=2, reclaimers=0, seconds=5.0, seed=1, pages=8192,
+                    detectors=ALL_DETECTORS, stop_on_violation=True, pcp=True,
+                    alloc_mix={0: 6, 1: 2, 2: 1, 3: 1})      # every allocation via a list
+    stranger = 7
+
+    def claim(run):
+        run.sec.pages[:, L.PG_CLAIM] = stranger + 1
+
+    result = corrupted_run(cfg, claim)
+    assert grade(result) == ("VIOLATIONS", 1)
+    found = [v for v in result["worker_violations"] if v["kind"] == "pcp_claim_mismatch"]
+    assert found and all(v["detector"] == "ownership" for v in found)
+    assert all(v["expected"] == 0 and v["found"] == stranger + 1 for v in found), found
 
 
 def test_corrupt_free_list_count_is_an_invariant_violation():
