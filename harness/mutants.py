@@ -469,17 +469,24 @@ def counts(mutants):
     return {op: sum(m.operator == op for m in mutants) for op in OPERATORS}
 
 
-def materialize(mutant, dest, root=ROOT):
+def snapshot(dest, root=None):
+    """Copy the package source tree (harness/, workers/) of `root` (default: this one)
+    under `dest`; returns dest."""
+    dest, root = Path(dest), Path(root or ROOT)
+    for pkg in PACKAGES:
+        shutil.copytree(root / pkg, dest / pkg,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+                        dirs_exist_ok=True)
+    return str(dest)
+
+
+def materialize(mutant, dest, root=None):
     """Copy the package source tree under `dest` with the mutant's one edit; returns dest.
 
     Everything a trial imports comes from there (cwd and PYTHONPATH), so the
     JIT cache key (harness.jitcache) is the mutant's own.
     """
-    dest = Path(dest)
-    for pkg in PACKAGES:
-        shutil.copytree(Path(root) / pkg, dest / pkg,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-                        dirs_exist_ok=True)
+    dest = Path(snapshot(dest, root))
     target = dest / mutant.file
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     tmp.write_text(mutant.source)

@@ -161,6 +161,9 @@ class Campaign:
     def run(self):
         if not self.keep:
             self.work = tempfile.mkdtemp(prefix="harness-mutants-")
+        # Every mutant is built from this snapshot, taken once: the mutants' text was
+        # generated from the tree as it is now, and a campaign lasts hours.
+        self.base = MU.snapshot(os.path.join(self.work, "base"))
         entries = [self._entry(m) for m in self.mutants]
         self.out["mutants"] = entries
         runnable = run_order([(m, e) for m, e in zip(self.mutants, entries) if m.schemes])
@@ -197,7 +200,7 @@ class Campaign:
         trees = {}
         for m, e in batch:
             home = os.path.join(self.work, _slug(m.id))
-            trees[m.id] = (MU.materialize(m, os.path.join(home, "src")),
+            trees[m.id] = (MU.materialize(m, os.path.join(home, "src"), self.base),
                            (("HARNESS_CACHE_DIR", os.path.join(home, "cache")),))
             e["status"] = "compiling"
         names = ", ".join(m.id for m, _ in batch)

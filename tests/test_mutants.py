@@ -444,3 +444,27 @@ def test_regrade_reads_a_saved_campaign_with_the_current_table(real, cheap_compi
     again = MC.regrade(saved)
     assert again["summary"] == out["summary"]
     assert saved["mutants"][0].get("declared_equivalent") is None     # input unchanged
+
+
+def test_mutants_are_built_from_the_snapshot_taken_at_the_start(real, cheap_compile, tmp_path,
+                                                                monkeypatch):
+    """Edits to the working tree during a campaign (hours) never mix into its mutants."""
+    live = tmp_path / "live"
+    MU.snapshot(live)
+    monkeypatch.setattr(MU, "ROOT", live)
+    chosen = MC.select(real, ["drop-lock/expand/lk"])
+    camp = MC.Campaign(chosen, template(), 1, scripted_engine({}), 1, str(tmp_path / "w"),
+                       print, lambda o: None, 1)
+    real_snapshot = MU.snapshot
+
+    def snapshot_then_edit(dest, root=None):
+        out = real_snapshot(dest, root)
+        (live / "workers" / "allocator.py").write_text("# edited meanwhile\n")
+        return out
+    monkeypatch.setattr(MU, "snapshot", snapshot_then_edit)
+    out = camp.run()
+    assert out["mutants"][0]["status"] == "survived"
+    tree = tmp_path / "w" / "drop-lock_expand_lk" / "src"
+    assert (tree / "harness" / "zone.py").read_text() == chosen[0].source
+    assert (tree / "workers" / "allocator.py").read_text() == \
+        open(os.path.join(ROOT, "workers", "allocator.py")).read()
