@@ -29,19 +29,9 @@ def _stall(z, t, me):
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def chaos(z, t, me):
-    """Maybe stall here.  Called right before a lock and right after an unlock.  Under
-    --schedule pct, also a scheduling point (it obeys the priorities)."""
+    """Maybe stall here.  Called right before a lock, right after an unlock, and between a
+    check and the act that depends on it.  Under --schedule pct, also a scheduling point."""
     if scheduled(z):
-        pct_point(z, t, me, False)
-    if z[flags_row(z), F_CHAOS] != 0:
-        _stall(z, t, me)
-
-
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def race_window(z, t, me):
-    """Maybe stall here, between a check and the act that depends on it.  Under --schedule
-    pct, a counted scheduling point: PCT's steps and change points are these."""
-    if scheduled(z):
-        pct_point(z, t, me, True)
+        pct_point(z, t, me)
     if z[flags_row(z), F_CHAOS] != 0:
         _stall(z, t, me)

@@ -1,11 +1,8 @@
 """Controlled scheduling (--schedule pct): PCT over the race-window points, on real threads.
 
 The points are the chaos points (before a lock, after an unlock, between a
-check and its act).  Only the race windows (between a check and its act) are
-counted steps: rounds and change points are measured in them, so a priority
-change lands where a preemption can break something, and k counts the points
-that matter, not every lock.  At every point only the thread with the highest
-priority proceeds; the others wait (yielding) until they are the highest runnable
+check and its act).  At a point only the thread with the highest priority
+proceeds; the others wait (yielding) until they are the highest runnable
 thread.  Runnable means RUNNING or AT_POINT: a thread blocked in a lock wait
 publishes BLOCKED, and a finished one DONE, so nobody waits for a thread
 that cannot move (and a park or stop request lets every point pass).
@@ -14,9 +11,8 @@ PCT (Burckhardt, Kothari, Musuvathi, Nagarakatte, ASPLOS 2010): each round of
 `steps` global points gives the threads fresh random distinct priorities
 (all >= depth) and picks depth - 1 change points; the thread that executes
 the j-th change point drops to priority depth - 1 - j.  For n threads and
-k race windows a round, a bug of depth d (whose ordering constraints are
-race windows) shows with probability at least 1 / (n k^(d-1)) per round;
-a run is many rounds.
+k points a round, a bug of depth d shows with probability at least
+1 / (n k^(d-1)) per round; a run is many rounds.
 
 A waiting thread takes up a new round's priority as soon as the round changes,
 and after a few yields it sleeps in short futex waits, so waiting threads do
@@ -72,18 +68,17 @@ def change_point(seed, rnd, j, steps):
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def pct_point(z, t, me, window):
-    """One scheduling point: at a race window (`window`), take a global step and apply a
-    change point; at every point, wait to be the highest runnable thread."""
+def pct_point(z, t, me):
+    """One scheduling point: take a global step, apply a change point, wait to be highest."""
     s = sched_row(z)
     steps, depth, seed = z[s, SC_STEPS], z[s, SC_DEPTH], z[s, SC_SEED]
-    g = fetch_add(z, (s, SC_STEP), 1) if window else load_acquire(z, (s, SC_STEP))
+    g = fetch_add(z, (s, SC_STEP), 1)
     rnd, i = g // steps, g % steps
     if rnd != t[me, T_SCHED, TS_ROUND] or t[me, T_SCHED, TS_PRIO] == 0:
         t[me, T_SCHED, TS_ROUND] = rnd
         store_release(t, (me, T_SCHED, TS_PRIO), base_priority(seed, rnd, me, depth))
     for j in range(depth - 1):
-        if window and change_point(seed, rnd, j, steps) == i:
+        if change_point(seed, rnd, j, steps) == i:
             store_release(t, (me, T_SCHED, TS_PRIO), depth - 1 - j)
             t[me, T_SCHED, TS_CHANGES] += 1
     t[me, T_SCHED, TS_POINTS] += 1

@@ -35,7 +35,7 @@ from numba import njit
 from harness import faults as F
 from harness import hierarchy as H
 from harness.atomics import cas, store_release
-from harness.chaos import race_window
+from harness.chaos import chaos
 from harness.faults import fault
 from harness.isolate import crosses_isolation, isolated_list, may_join
 from harness.layout import (ALLOC, CAPTURED, CLOSED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, FREE,
@@ -297,7 +297,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
             break
         if st == CAPTURED and target < 0 and ignore_captured:
             break
-        race_window(z, t, me)                   # between the check and the act
+        chaos(z, t, me)                         # between the check and the act
         if st == FREE:
             lk = area_lock(z, order)
             if not fine_lock(z, t, me, lk, H.S_MERGE_AREA):
@@ -332,7 +332,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
         row = lrow(z, target)
         is_open = z[row, LS_STATE] == use
         if check_before_lock:
-            race_window(z, t, me)               # between the unlocked check and the act
+            chaos(z, t, me)                     # between the unlocked check and the act
         if not skip_capture_lock and not fine_lock(z, t, me, lk, H.S_PLACE_CAPTURE):
             return ABORTED
         if not check_before_lock:
@@ -362,7 +362,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
         if not skip_area_lock:
             fine_unlock(z, t, me, lk)
         n = z[lrow(z, order), LS_COUNT]
-        race_window(z, t, me)
+        chaos(z, t, me)
         z[lrow(z, order), LS_COUNT] = n + 1
         return 0
     if not skip_area_lock:

@@ -180,29 +180,28 @@ def test_a_stray_index_in_an_allocator_kernel_is_named(tmp_path):
 
 # ---------------------------------------------------------------- the PCT scheduler
 
-_LOOPS = {}
+_LOOP = None
 
 
-def pct_loop(windows):
-    """A test kernel: n scheduling points (race windows, or lock points), each followed by an
-    entry in a shared log."""
-    if windows not in _LOOPS:
+def pct_loop():
+    """A test kernel: n scheduling points, each followed by an entry in a shared log."""
+    global _LOOP
+    if _LOOP is None:
         from numba import njit
         from harness.atomics import fetch_add, store_release
-        from harness.chaos import chaos, race_window
-        point = race_window if windows else chaos
+        from harness.chaos import chaos
 
         @njit(nogil=True, _nrt=False)
         def loop(z, t, me, n, log, at):
             for _ in range(n):
-                point(z, t, me)
+                chaos(z, t, me)
                 log[fetch_add(at, 0, 1)] = me
             store_release(t, (me, L.T_SCHED, L.TS_STATE), S.DONE)
-        _LOOPS[windows] = loop
-    return _LOOPS[windows]
+        _LOOP = loop
+    return _LOOP
 
 
-def run_pct(depth, steps, seed, n=400, windows=True):
+def run_pct(depth, steps, seed, n=400):
     z, t = L.new_zone_table(1024, "fine", 4), L.new_thread_table(2)
     sec = L.Sections(z)
     sec.sched[[L.SC_MODE, L.SC_DEPTH, L.SC_STEPS, L.SC_SEED]] = [L.SCHED_PCT, depth, steps, seed]
@@ -211,7 +210,7 @@ def run_pct(depth, steps, seed, n=400, windows=True):
     t[:, L.T_SCHED, L.TS_STATE] = S.RUNNING
     t[:, L.T_SCHED, L.TS_PRIO] = [S.base_priority(seed, 0, i, depth) for i in range(2)]
     log, at = np.full(2 * n, -1, np.int64), np.zeros(1, np.int64)
-    loop = pct_loop(windows)
+    loop = pct_loop()
     ths = [threading.Thread(target=loop, args=(z, t, i, n, log, at)) for i in range(2)]
     for th in ths:
         th.start()
@@ -254,16 +253,6 @@ def test_the_scheduler_changes_priority_at_its_change_points():
         else:
             assert runs == [[hi, 400], [1 - hi, 400]]
     assert switched >= 3
-
-
-@pytest.mark.timeout(120)
-def test_lock_points_obey_priorities_but_are_not_steps():
-    # Rounds and change points are counted in race windows only: with lock points alone the
-    # round never ends and no change point fires, and the order is still priority order.
-    hi = int(np.argmax([S.base_priority(3, 0, i, 2) for i in range(2)]))
-    t, runs = run_pct(depth=2, steps=10, seed=3, windows=False)
-    assert t[:, L.T_SCHED, L.TS_CHANGES].sum() == 0
-    assert runs == [[hi, 400], [1 - hi, 400]]
 
 
 @pytest.mark.timeout(120)
