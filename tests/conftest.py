@@ -27,6 +27,19 @@ settings.register_profile("deep", max_examples=1000, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_sessionstart(session):
+    """Compile (or load from the cache) every kernel before the first test: a cold compile
+    takes minutes on a small machine, and must not count against any one test's timeout.
+    Subprocesses that the tests start load the same cache."""
+    if session.config.option.collectonly:
+        return
+    import time
+    from harness.runner import warm_up
+    t0 = time.perf_counter()
+    warm_up()
+    print(f"\nkernels compiled or loaded in {time.perf_counter() - t0:.1f} s")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "warmed" in getattr(item, "fixturenames", ()):
