@@ -37,7 +37,25 @@ def pytest_sessionstart(session):
     from harness.runner import warm_up
     t0 = time.perf_counter()
     warm_up()
+    _warm_api()
     print(f"\nkernels compiled or loaded in {time.perf_counter() - t0:.1f} s")
+
+
+def _warm_api():
+    """Every kernel the Zone API calls, once (with and without per-CPU lists)."""
+    from harness.api import Zone
+    for z in (Zone(pages=1 << 12), Zone(pages=1 << 12, pcp=True, cpus=2)):
+        z.free(z.alloc(0), 0)
+        c = z.capture_start(5)
+        z.free(z.alloc(0), 0, capture=c)
+        z.capture_finish(c)
+        c = z.isolate(1 << 11, 5)
+        if c is not None:
+            z.end_isolation(c)
+        if z.pcp:
+            z.drain_pages()
+            z.drain_pages(0)
+        z.check()
 
 
 def pytest_collection_modifyitems(items):
