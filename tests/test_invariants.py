@@ -179,7 +179,23 @@ def next_range(z, pg, ls):
     pg[512, L.PG_NEXT] = -7          # only -1 ends a list
 
 
+def isolated(base_pfn, order):
+    """CAP0 becomes the list of an isolated range (harness.isolate) at base_pfn."""
+    from harness.isolate import ISOLATE, owner_word
+
+    def corrupt(z, pg, ls):
+        ls[CAP0, L.LS_OWNER] = owner_word(0, ISOLATE, base_pfn)
+        ls[CAP0, L.LS_WANTED] = order
+    return corrupt
+
+
 CASES = [
+    ("free_block_inside_an_isolated_range", isolated(1024, 6), [violation(
+        "free_in_isolated_range", f"block 1024 is free inside the range isolated on list {CAP0}:"
+        " every free there must be held on that list", pfn=1024, list=CAP0, state="free")]),
+    ("block_across_an_isolated_range", isolated(1024, 5), [violation(
+        "crosses_isolated_range", f"block 1024 of order 6 crosses the boundary of the range"
+        f" isolated on list {CAP0}", pfn=1024, order=6, list=CAP0)]),
     ("page_on_two_lists", two_lists, [violation(
         "on_two_lists", "block 1024 is on lists 6 and 7 (list 6 reached it first)",
         pfn=1024, first_list=6, second_list=7)]),
