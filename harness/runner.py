@@ -275,28 +275,24 @@ class Run:
         """
         locks = self.sec.locks
         lock0 = self.sec.lock0
-        graph = []
+        graph, free = [], []            # free: (edge, lock row, its acquisitions) of free locks
         for i in range(self.cfg.threads):
             row = int(self.t[i, L.T_STATE, L.T_WAITING]) - 1
             if row < 0:
                 continue
             holder = int(self.z[row, L_OWNER]) - 1
             edge = {"thread": i, "waits_for_lock": lock_name(self.sec, row), "held_by": holder,
-                    "class": H.CLASS_NAMES[int(self.z[row, L_CLASS])], "row": row}
-            if holder < 0:
-                edge["acquisitions"] = int(self.z[row, L_ACQ])
+                    "class": H.CLASS_NAMES[int(self.z[row, L_CLASS])]}
             graph.append(edge)
-        free = [e for e in graph if e["held_by"] < 0]
+            if holder < 0:
+                free.append((edge, row, int(self.z[row, L_ACQ])))
         if free:
             time.sleep(LOST_WAKEUP_S)
-        for e in free:
-            row = e.pop("row")
-            e["lost_wakeup"] = (int(self.t[e["thread"], L.T_STATE, L.T_WAITING]) - 1 == row
-                                and int(self.z[row, L_OWNER]) == 0
-                                and int(self.z[row, L_ACQ]) == e.pop("acquisitions"))
-            e["lock_word"] = int(self.z[row, L_WORD])
-        for e in graph:
-            e.pop("row", None)
+        for edge, row, acquisitions in free:
+            edge["lost_wakeup"] = (int(self.t[edge["thread"], L.T_STATE, L.T_WAITING]) - 1 == row
+                                   and int(self.z[row, L_OWNER]) == 0
+                                   and int(self.z[row, L_ACQ]) == acquisitions)
+            edge["lock_word"] = int(self.z[row, L_WORD])
         cycle = find_cycle({g["thread"]: g["held_by"] for g in graph if g["held_by"] >= 0})
         return {"edges": graph, "cycle": cycle,
                 "held": {i: [lock_name(self.sec, lock0 + int(r)) for r in
