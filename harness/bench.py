@@ -222,32 +222,73 @@ def format_bench(result):
     return "\n".join(lines)
 
 
-def run_overhead(seconds=3.0, threads=2, seed=1, pcp=True):
-    """Stress throughput with detectors / lockdep on vs off, interleaved in one process;
-    overall and per role (allocators, reclaimers)."""
+OVERHEAD_FIGURES = ("ops_per_s", "allocator_ops_per_s", "reclaimer_ops_per_s", "reclaims_per_s",
+                    "capture_lists_per_s")
+
+
+def overhead_figures(r):
+    """Per-role rates of one stress result: ops/s by role, reclaims/s and capture lists
+    opened per second (reclaims that got a capture list)."""
+    tot, wall = r["totals"], max(r["duration_s"], 1e-9)
+    no_slot = sum(t.get("capture_no_slot", 0) for t in r["threads"])
+    lists = tot["reclaims"] - no_slot if r["config"].get("capture") else 0
+    return {"ops_per_s": tot["ops_per_s"], "allocator_ops_per_s": tot["allocator_ops_per_s"],
+            "reclaimer_ops_per_s": tot["reclaimer_ops_per_s"],
+            "reclaims_per_s": tot["reclaims"] / wall, "capture_lists_per_s": lists / wall}
+
+
+def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True):
+    """Stress throughput with detectors / lockdep on vs off, per role, interleaved in one
+    process: `rounds` runs of each variant, round-robin; medians, the range of runs, and
+    each role's slowdown (bare median / variant median)."""
     from harness.runner import RunConfig, run_stress, warm_up
     warm = warm_up()
     variants = {"bare": dict(detectors=(), check_ms=0, lockdep=False),
                 "detectors": dict(lockdep=False),
                 "lockdep": dict(detectors=(), check_ms=0, lockdep=True),
                 "all": dict(lockdep=True)}
-    keys = {"all roles": "ops_per_s", "allocators": "allocator_ops_per_s",
-            "reclaimers": "reclaimer_ops_per_s"}
-    ops = {name: {k: [] for k in keys} for name in variants}
-    for _ in range(2):                       # interleave: the machine is shared and noisy
+    runs = {name: [] for name in variants}
+    for _ in range(rounds):                  # interleave: the machine is shared and noisy
         for name, kw in variants.items():
             r = run_stress(RunConfig(seconds=seconds, threads=threads, seed=seed, pcp=pcp,
                                      **kw), warm_s=warm)
             reraise_if_interrupted(r)
-            for k, field in keys.items():
-                ops[name][k].append(r["totals"][field])
-    best = {name: max(v["all roles"]) for name, v in ops.items()}
-    by_role = {k: {name: max(v[k]) for name, v in ops.items()} for k in keys}
-    return {"seconds": seconds, "threads": threads, "pcp": pcp, "ops_per_s": best,
-            "slowdown": {name: best["bare"] / v for name, v in best.items()},
-            "by_role": by_role,
-            "slowdown_by_role": {k: {name: (b["bare"] / v if v else None)
-                                     for name, v in b.items()} for k, b in by_role.items()}}
+            runs[name].append(overhead_figures(r))
+    median = {name: {k: float(np.median([f[k] for f in fs])) for k in OVERHEAD_FIGURES}
+              for name, fs in runs.items()}
+    spread = {name: {k: [min(f[k] for f in fs), max(f[k] for f in fs)] for k in OVERHEAD_FIGURES}
+              for name, fs in runs.items()}
+    slowdown = {name: {k: (median["bare"][k] / m[k] if m[k] else float("inf"))
+                       for k in OVERHEAD_FIGURES if k != "capture_lists_per_s"}
+                for name, m in median.items()}
+    return {"seconds": seconds, "threads": threads, "rounds": rounds, "pcp": pcp,
+            "ops_per_s": {name: m["ops_per_s"] for name, m in median.items()},
+            "slowdown": {name: s["ops_per_s"] for name, s in slowdown.items()},
+            "median": median, "range": spread, "role_slowdown": slowdown, "runs": runs}
+
+
+def format_overhead(result):
+    """The overhead table: medians per variant and role, slowdowns, ranges of runs."""
+    lines = [f"stress, {result['threads']} threads, per-CPU lists"
+             f" {'on' if result['pcp'] else 'off'}, median of {result['rounds']} interleaved"
+             " runs per variant:",
+             f"{'variant':<10}{'all ops/s':>14}{'allocator ops/s':>18}{'reclaimer ops/s':>18}"
+             f"{'reclaims/s':>12}{'capture lists/s':>17}"]
+    for name, m in result["median"].items():
+        lines.append(f"{name:<10}{m['ops_per_s']:>14,.0f}{m['allocator_ops_per_s']:>18,.0f}"
+                     f"{m['reclaimer_ops_per_s']:>18,.0f}{m['reclaims_per_s']:>12,.0f}"
+                     f"{m['capture_lists_per_s']:>17,.0f}")
+    lines.append("slowdown vs bare (median):")
+    for name, s in result["role_slowdown"].items():
+        lines.append(f"  {name:<10} all {s['ops_per_s']:.2f}x   allocator"
+                     f" {s['allocator_ops_per_s']:.2f}x   reclaimer {s['reclaimer_ops_per_s']:.2f}x"
+                     f"   reclaims {s['reclaims_per_s']:.2f}x")
+    lines.append("range of runs:")
+    for name, r in result["range"].items():
+        lines.append(f"  {name:<10} allocator {r['allocator_ops_per_s'][0]:,.0f} .."
+                     f" {r['allocator_ops_per_s'][1]:,.0f}   reclaimer"
+                     f" {r['reclaimer_ops_per_s'][0]:,.0f} .. {r['reclaimer_ops_per_s'][1]:,.0f}")
+    return "\n".join(lines)
 
 
 def run_capture_table(seconds=10.0, threads=2, seed=1, reclaim_mix=None):

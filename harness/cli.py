@@ -619,8 +619,8 @@ def cmd_report(args):
 # ---------------------------------------------------------------- bench
 
 def cmd_bench(args):
-    from harness.bench import (format_bench, format_rows, run_bench, run_capture_table,
-                               run_overhead)
+    from harness.bench import (format_bench, format_overhead, format_rows, run_bench,
+                               run_capture_table, run_overhead)
     if args.reclaim_mix is not None and not args.capture_table:
         raise UsageError("--reclaim-mix applies to --capture-table only")
     if args.overhead and args.capture_table:
@@ -633,11 +633,7 @@ def cmd_bench(args):
         print("warming up (JIT compile or cache load)...", file=sys.stderr, flush=True)
     if args.overhead:
         result = run_overhead(args.seconds, threads)
-        text = "\n".join([f"stress ops/s, {threads} threads, per-CPU lists on,"
-                          " best of 2 interleaved runs:"] +
-                         [f"  {role:<11}{k:<10} {v:14,.0f} ops/s   slowdown"
-                          f" {result['slowdown_by_role'][role][k] or 0:.2f}x"
-                          for role, by in result["by_role"].items() for k, v in by.items()])
+        text = format_overhead(result)
     elif args.capture_table:
         result = run_capture_table(args.seconds, threads, reclaim_mix=args.reclaim_mix)
         text = format_rows("capture off vs on, without and with per-CPU lists (same seed and"
