@@ -31,10 +31,11 @@ merge candidate" to every reader of the block.  Refill, spill and drain call
 the buddy's entry points with the pcp lock held: pcp is the outermost class
 (harness.hierarchy).
 
-Ownership detector.  A head on a per-CPU list carries the claim PCP_CLAIM
-(set by CAS from 0 when it enters, taken back by CAS when it leaves): a block
-that enters a list while claimed, or leaves one it is not on (taken twice,
-by its owner and by a drainer), is reported at once.
+Ownership detector.  A head on a per-CPU list carries the claim `pcp_claim`
+(owner PCP_OWNER: set by CAS from 0 when it enters, taken back by CAS when it
+leaves, counted in its group as workers.claims.park does): a block that enters
+a list while claimed, or leaves one it is not on (taken twice, by its owner and
+by a drainer), is reported at once, and a claim of a block around it fails.
 """
 
 from numba import njit
@@ -42,17 +43,17 @@ from numba import njit
 from harness import faults as F
 from harness import hierarchy as H
 from harness import zone as Z
-from harness.atomics import cas
 from harness.chaos import chaos
 from harness.faults import fault
 from harness.layout import (ALLOC, F_OWNERSHIP, LS_COUNT, LS_HEAD, PCP, PCP_BATCH, PCP_CPUS,
-                            PCP_HIGH, PCP_LIST0, PCP_LOCK0, PCP_ORDERS, PG_CLAIM, PG_LIST,
+                            PCP_HIGH, PCP_LIST0, PCP_LOCK0, PCP_ORDERS, PG_LIST,
                             PG_NEXT, PG_ORDER, PG_OWNER, PG_PREV, PG_STATE, flags_row, pcp_row)
 from harness.lockverbs import lock, unlock
 from harness.tracing import OP_PCP_ALLOC, OP_PCP_FREE, trace
-from workers.detectors import K_PCP_CLAIM, K_REJECTED_FREE, POISON, hand_over, violation
+from workers.claims import owner_word, park, unpark
+from workers.detectors import (K_PCP_CLAIM, K_REJECTED_FREE, PCP_OWNER, POISON, hand_over,
+                               violation)
 
-PCP_CLAIM = 1 << 30             # the claim word of a head on a per-CPU list
 ALL = 1 << 62                   # spill everything: a drain follows the links, not the count
 
 # ---------------------------------------------------------------- geometry
@@ -252,6 +253,12 @@ def spill(z, t, me, lst, order, n):
 
 # ---------------------------------------------------------------- one block
 
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def pcp_claim(order):
+    """The claim word of a head of `order` on a per-CPU list."""
+    return owner_word(PCP_OWNER, order)
+
+
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def put(z, t, me, lst, pfn, order):
@@ -260,7 +267,7 @@ def put(z, t, me, lst, pfn, order):
     z[pfn, PG_ORDER] = order
     z[pfn, PG_OWNER] = (lst - z[pcp_row(z), PCP_LIST0]) // PCP_ORDERS
     if z[flags_row(z), F_OWNERSHIP] != 0:
-        old = cas(z, (pfn, PG_CLAIM), 0, PCP_CLAIM)
+        old = park(z, pfn, pcp_claim(order))
         if old != 0:
             violation(z, t, me, K_PCP_CLAIM, pfn, order, pfn, 0, old)
 
@@ -272,6 +279,6 @@ def take(z, t, me, lst, pfn, order):
     z[pfn, PG_STATE] = ALLOC
     z[pfn, PG_OWNER] = me
     if z[flags_row(z), F_OWNERSHIP] != 0:
-        old = cas(z, (pfn, PG_CLAIM), PCP_CLAIM, 0)
-        if old != PCP_CLAIM:
-            violation(z, t, me, K_PCP_CLAIM, pfn, order, pfn, PCP_CLAIM, old)
+        old = unpark(z, pfn, pcp_claim(order))
+        if old != pcp_claim(order):
+            violation(z, t, me, K_PCP_CLAIM, pfn, order, pfn, pcp_claim(order), old)

@@ -9,15 +9,30 @@ EXIT_CLEAN, EXIT_VIOLATION, EXIT_USAGE, EXIT_HANG, EXIT_WRITE = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130          # SIGINT; SIGTERM and SIGHUP give 128 + their number
 
 
+OWNER_NAMES = {1023: "the page cache", 1022: "a per-CPU list", -1: "nobody"}   # workers.detectors
+
+
+def holder(slot):
+    return OWNER_NAMES.get(slot, f"thread {slot}")
+
+
+def other_block(v):
+    return f" (pfn {v['other_pfn']}, order {v['other_order']})" if "other_pfn" in v else ""
+
+
 def describe_violation(v):
     """One line for a worker finding; says who else is involved where the kind has someone."""
     head = f"{v['detector']}: {v['kind']}"
     if v["kind"] == "double_allocation":
         other = v.get("found")
         whose = "another block of its own" if other == v["thread"] else \
-            f"a block that thread {other} holds" if other is not None else "a claimed block"
+            f"a block that {holder(other)} holds" if other is not None else "a claimed block"
         return (f"{head}: thread {v['thread']} allocated pfn {v['pfn']} (order {v['order']}),"
-                f" whose page {v['page']} is inside {whose}")
+                f" whose page {v['page']} is inside {whose}{other_block(v)}")
+    if v["kind"] == "free_of_page_not_owned" and "other_pfn" in v:
+        return (f"{head}: thread {v['thread']} freed pfn {v['pfn']} (order {v['order']}) as"
+                f" {holder(v['expected'])}'s, but {holder(v['found'])} holds pfn"
+                f" {v['other_pfn']} (order {v['other_order']}) there")
     if v["kind"] == "capture_list_gained_pages":
         return (f"{head}: capture list {v['page']} ended with {v['found']} pages but its uses"
                 f" placed only {v['expected']} on it (thread {v['thread']})")

@@ -67,7 +67,7 @@ def zone_with_cache(pages=4096, cached=256):
     pool = new_pool(pages, pages)
     for k in range(cached):
         p = Z.alloc_block(z, t, 0, 0)
-        z[p, L.PG_STAMP] = 1000 + k          # the page's contents
+        L.Sections(z).stamps[p] = 1000 + k   # the page's contents
         assert pool_put(z, t, 0, pool, p, 1000 + k)
     return z, t, pool
 
@@ -97,7 +97,7 @@ def test_reclaim_skips_a_page_in_use():
 def test_migration_moves_contents_key_and_entry_and_takes_the_range():
     z, t, pool = zone_with_cache()
     before = {page_key(pool, p): p for p in ring(pool)}
-    stamps = {p: int(z[p, L.PG_STAMP]) for p in ring(pool)}
+    stamps = {p: int(L.Sections(z).stamps[p]) for p in ring(pool)}
     base = ring(pool)[0] & ~15                           # an order-4 range of cached pages
     inside = [p for p in ring(pool) if p >> 4 == base >> 4]
     assert len(inside) == 16
@@ -114,7 +114,7 @@ def test_migration_moves_contents_key_and_entry_and_takes_the_range():
     for key, p in before.items():
         q = after[key]
         assert (q == p) == (p not in inside or p == busy)  # moved out, except the busy one
-        assert int(z[q, L.PG_STAMP]) == stamps[p]          # contents copied
+        assert int(L.Sections(z).stamps[q]) == stamps[p]   # contents copied
         assert not (base <= q < base + 16) or q == busy
         assert page_count(pool, q) == (2 if q == busy else 1)
     assert M.end_isolation(z, t, 0, lst, base, 4) == Z.NONE   # busy page: released

@@ -178,12 +178,15 @@ def test_ownership_reports_a_block_that_leaves_a_per_cpu_list_twice():
     z, pfn, lst = pcp_zone()
     z.sections.flags[L.F_OWNERSHIP] = 1
     z.sections.flags[L.F_STOP_ON_VIOLATION] = 0
+    claim, group = P.pcp_claim.py_func(1), pfn >> L.GROUP_SHIFT
     assert z.sections.pages[pfn, L.PG_CLAIM] == 0        # entered before the flag was on
-    z.sections.pages[pfn, L.PG_CLAIM] = P.PCP_CLAIM
+    z.sections.pages[pfn, L.PG_CLAIM] = claim            # as if it had entered with it
+    z.sections.groups[group] = 1
     assert P.pcp_alloc(z.table, z.threads, 0, 1) == pfn   # leaves properly: no finding
     assert D.thread_violations(z.threads, 0) == []
-    z.free(pfn, 1, cpu=0)                                # enters: claimed PCP_CLAIM again
-    assert z.sections.pages[pfn, L.PG_CLAIM] == P.PCP_CLAIM
+    assert z.sections.pages[pfn, L.PG_CLAIM] == 0 and z.sections.groups[group] == 0
+    z.free(pfn, 1, cpu=0)                                # enters: claimed again
+    assert z.sections.pages[pfn, L.PG_CLAIM] == claim and z.sections.groups[group] == 1
     z.sections.pages[pfn, L.PG_CLAIM] = 0                # someone else took it meanwhile
     assert P.pcp_alloc(z.table, z.threads, 0, 1) == pfn
     v = D.thread_violations(z.threads, 0)

@@ -18,6 +18,7 @@ from harness.result import SCHEMA, finalize, save
 from harness.rng import seed_state
 from harness.runner import Run, RunConfig, collect, run_stress, warm_up
 from harness.verdict import grade, problems
+from workers.claims import owner_word
 from workers.detectors import POISON
 
 pytestmark = pytest.mark.timeout(300)      # a cold JIT compile alone can take ~40 s
@@ -164,7 +165,7 @@ def test_write_to_free_pages_is_reported_by_poison_with_trace():
                     detectors=ALL_DETECTORS, stop_on_violation=True)
 
     def scribble(run):      # someone wrote to every free page
-        run.sec.pages[:, L.PG_STAMP] = 12345
+        run.sec.stamps[:] = 12345
 
     result = corrupted_run(cfg, scribble)
     assert result["ended_by"] == "violation", "stop_on_violation did not end the run early"
@@ -192,7 +193,7 @@ def test_foreign_claim_on_free_pages_is_a_double_allocation():
     stranger = 7                                   # a thread slot not in this run
 
     def claim(run):
-        run.sec.pages[:, L.PG_CLAIM] = stranger + 1
+        run.sec.pages[:, L.PG_CLAIM] = owner_word.py_func(stranger, 0)
 
     result = corrupted_run(cfg, claim)
     assert grade(result) == ("VIOLATIONS", 1)
@@ -216,13 +217,14 @@ def test_foreign_claim_met_by_a_per_cpu_refill_is_reported():
     stranger = 7
 
     def claim(run):
-        run.sec.pages[:, L.PG_CLAIM] = stranger + 1
+        run.sec.pages[:, L.PG_CLAIM] = owner_word.py_func(stranger, 0)
 
     result = corrupted_run(cfg, claim)
     assert grade(result) == ("VIOLATIONS", 1)
     found = [v for v in result["worker_violations"] if v["kind"] == "pcp_claim_mismatch"]
     assert found and all(v["detector"] == "ownership" for v in found)
-    assert all(v["expected"] == 0 and v["found"] == stranger + 1 for v in found), found
+    assert all(v["expected"] == 0 and v["found"] == owner_word.py_func(stranger, 0)
+               for v in found), found
 
 
 def test_corrupt_free_list_count_is_an_invariant_violation():

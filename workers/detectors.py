@@ -1,12 +1,15 @@
 """Worker-side detectors: page ownership, poison, the capture audit, and the violation rows.
 
 Switched by flags in the zone table:
-  ownership  allocation claims every page of the block for the thread: a CAS
-             from 0 on the head, check-and-set on the tails; a page already
-             claimed is a double allocation, reported with both owners.
-             Free checks the pages are still ours and releases them.
+  ownership  allocation claims the block for the thread (workers.claims: page
+             words for blocks of order 0..3, a word per 16 pages above); an
+             overlapping claim is a double allocation, reported with both blocks
+             and both owners.  Free checks the block is still ours and releases it.
   poison     a free page holds POISON; allocation checks it and stamps the
              pages with a per-allocation tag, which free checks and re-poisons.
+             The stamps are a contiguous array of their own (harness.layout
+             `stamps`), so every page of a block is checked by a vectorized
+             reduction; the bad pages are looked for only on failure.
   invariants besides the runner's quiescent checks: a reclaimer audits its own
              open capture list before finishing it (`audit_capture`), and checks
              each use's page balance when it finishes (`check_capture_balance`).
@@ -18,24 +21,30 @@ from numba import njit
 
 from harness import hierarchy as H
 from harness import zone as Z
-from harness.atomics import cas, cycle_counter, store_release
+from harness.atomics import cycle_counter, store_release
 from harness.layout import (CAPTURED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, CTL_STOP,
                             F_CAPTURE_AUDIT, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION, FREE,
-                            LS_HEAD, PG_CLAIM, PG_LIST, PG_NEXT, PG_ORDER, PG_STAMP, PG_STATE,
-                            T_CAPSTAT, T_COUNT0, T_NVIOL, T_STATE, T_VIOL0, TOP, VIOL_ROWS, W, ctl_row,
-                            flags_row)
+                            LS_HEAD, PG_LIST, PG_NEXT, PG_ORDER, PG_STATE, T_CAPSTAT, T_COUNT0,
+                            T_NVIOL, T_STATE, T_VIOL0, TOP, VIOL_ROWS, W, ctl_row, flags_row,
+                            stamp_row0)
 from harness.lockverbs import block_lock, capture_lock, fine_lock, fine_unlock, zone_enter, \
     zone_leave
+from workers.claims import claim, hand_over_claim, word_owner
 from workers.counters import C_OPS
 
 POISON = 0x6B6B6B6B6B6B6B6B             # Linux's POISON_FREE byte, 8 times
 PAGECACHE = 1023                        # owner slot of pages parked in the page-cache pool
+PCP_OWNER = 1022                        # owner slot of blocks parked on a per-CPU list
 
-# one violation row: t[me, T_VIOL0 + k, V_*]
+# one violation row: t[me, T_VIOL0 + k, V_*]; an ownership finding names the other block
+# by its order + 1, from bit ORDER_BITS of the order word up (0: none), and `page`, the
+# first page the two blocks share (the other block's pfn is `page` with that order's low
+# bits cleared)
 VIOLATION_FIELDS = ("kind", "pfn", "order", "page", "expected", "found", "stamp", "at_op")
 assert len(VIOLATION_FIELDS) <= W
 V_KIND, V_PFN, V_ORDER, V_PAGE, V_EXPECTED, V_FOUND, V_STAMP, V_OP = range(len(VIOLATION_FIELDS))
 V_NS = V_STAMP
+ORDER_BITS = 8
 
 # (kind, name, detector)
 KINDS = (
@@ -67,14 +76,16 @@ def flag(z, f):
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def violation(z, t, me, kind, pfn, order, page, expected, found):
-    """Record a violation in this thread's rows; stop the run if so configured."""
+def violation(z, t, me, kind, pfn, order, page, expected, found, other_order=-1):
+    """Record a violation in this thread's rows; stop the run if so configured.
+
+    `other_order`: for an ownership finding, the order of the other block (-1: none)."""
     n = t[me, T_STATE, T_NVIOL]
     if n < VIOL_ROWS:
         row = T_VIOL0 + n
         t[me, row, V_KIND] = kind
         t[me, row, V_PFN] = pfn
-        t[me, row, V_ORDER] = order
+        t[me, row, V_ORDER] = order | ((other_order + 1) << ORDER_BITS)
         t[me, row, V_PAGE] = page
         t[me, row, V_EXPECTED] = expected
         t[me, row, V_FOUND] = found
@@ -86,16 +97,21 @@ def violation(z, t, me, kind, pfn, order, page, expected, found):
 
 
 def thread_violations(t, i):
-    """Thread `i`'s recorded violations (the first VIOL_ROWS), stamps as raw cycles."""
+    """Thread `i`'s recorded violations (the first VIOL_ROWS), stamps as raw cycles.  An
+    ownership finding also has `other_pfn`, `other_order`: the other block."""
     out = []
     for k in range(min(int(t[i, T_STATE, T_NVIOL]), VIOL_ROWS)):
         v = dict(zip(VIOLATION_FIELDS, (int(x) for x in t[i, T_VIOL0 + k])))
         kind = v["kind"]
+        order, other = v["order"] & ((1 << ORDER_BITS) - 1), v["order"] >> ORDER_BITS
         out.append({"detector": KIND_DETECTORS.get(kind, "invariants"),
                     "kind": KIND_NAMES.get(kind, str(kind)), "thread": i,
-                    "pfn": v["pfn"], "order": v["order"], "page": v["page"],
+                    "pfn": v["pfn"], "order": order, "page": v["page"],
                     "expected": v["expected"], "found": v["found"], "stamp": v["stamp"],
                     "at_op": v["at_op"]})
+        if other:
+            out[-1]["other_order"] = other - 1
+            out[-1]["other_pfn"] = (v["page"] >> (other - 1)) << (other - 1)
     return out
 
 
@@ -110,46 +126,74 @@ def pagecache_tag():
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def stamps_differ(z, pfn, order, expected):
+    """Non-zero when a stamp of block (pfn, order) is not `expected`: a branch-free
+    reduction, by whole rows of 8 stamps from order 3 up (LLVM vectorizes it)."""
+    r0 = stamp_row0(z)
+    bad = 0
+    if order >= 3:
+        for r in range(r0 + (pfn >> 3), r0 + ((pfn + (1 << order)) >> 3)):
+            for c in range(W):
+                bad |= z[r, c] ^ expected
+    else:
+        for p in range(pfn, pfn + (1 << order)):
+            bad |= z[r0 + (p >> 3), p & 7] ^ expected
+    return bad
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def stamp_of(z, pfn):
+    """Page pfn's stamp (its contents)."""
+    return z[stamp_row0(z) + (pfn >> 3), pfn & 7]
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def set_stamp(z, pfn, value):
+    z[stamp_row0(z) + (pfn >> 3), pfn & 7] = value
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def restamp(z, t, me, pfn, order, expected, kind, new):
+    """Check every page of block (pfn, order) holds `expected` (a `kind` violation for each
+    page that does not), then stamp them all `new`."""
+    if stamps_differ(z, pfn, order, expected) != 0:
+        for p in range(pfn, pfn + (1 << order)):
+            found = stamp_of(z, p)
+            if found != expected:
+                violation(z, t, me, kind, pfn, order, p, expected, found)
+    r0 = stamp_row0(z)
+    if order >= 3:
+        for r in range(r0 + (pfn >> 3), r0 + ((pfn + (1 << order)) >> 3)):
+            for c in range(W):
+                z[r, c] = new
+    else:
+        for p in range(pfn, pfn + (1 << order)):
+            z[r0 + (p >> 3), p & 7] = new
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def claim_block(z, t, me, pfn, order, tag):
-    """Detectors on allocation: claim every page for `me`, check poison, stamp `tag`."""
-    npages = 1 << order
+    """Detectors on allocation: claim the block for `me`, check poison, stamp `tag`."""
     if flag(z, F_OWNERSHIP):
-        old = cas(z, (pfn, PG_CLAIM), 0, me + 1)
-        if old != 0:
-            violation(z, t, me, K_DOUBLE_ALLOC, pfn, order, pfn, me, old - 1)
-        for p in range(pfn + 1, pfn + npages):
-            old = z[p, PG_CLAIM]
-            if old != 0:
-                violation(z, t, me, K_DOUBLE_ALLOC, pfn, order, p, me, old - 1)
-            z[p, PG_CLAIM] = me + 1
+        bad, q, k, w = claim(z, t, me, pfn, order)
+        if bad:
+            violation(z, t, me, K_DOUBLE_ALLOC, pfn, order, max(pfn, q), me, word_owner(w), k)
     if flag(z, F_POISON):
-        for p in range(pfn, pfn + npages):
-            if z[p, PG_STAMP] != POISON:
-                violation(z, t, me, K_POISON, pfn, order, p, POISON, z[p, PG_STAMP])
-            z[p, PG_STAMP] = tag
+        restamp(z, t, me, pfn, order, POISON, K_POISON, tag)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def hand_over(z, t, me, pfn, order, owner, tag, new_owner, new_tag):
     """Detectors when a block changes hands: check it is `owner`'s with `tag`, give it on.
 
-    new_owner -1 with new_tag POISON is a free (claims dropped, pages poisoned).
+    new_owner -1 with new_tag POISON is a free (claim released, pages poisoned).
     """
-    npages = 1 << order
     if flag(z, F_POISON):
-        for p in range(pfn, pfn + npages):
-            if z[p, PG_STAMP] != tag:
-                violation(z, t, me, K_STAMP, pfn, order, p, tag, z[p, PG_STAMP])
-            z[p, PG_STAMP] = new_tag
+        restamp(z, t, me, pfn, order, tag, K_STAMP, new_tag)
     if flag(z, F_OWNERSHIP):
-        for p in range(pfn + npages - 1, pfn, -1):
-            old = z[p, PG_CLAIM]
-            if old != owner + 1:
-                violation(z, t, me, K_NOT_OWNER, pfn, order, p, owner, old - 1)
-            z[p, PG_CLAIM] = new_owner + 1
-        old = cas(z, (pfn, PG_CLAIM), owner + 1, new_owner + 1)   # head last: publishes the rest
-        if old != owner + 1:
-            violation(z, t, me, K_NOT_OWNER, pfn, order, pfn, owner, old - 1)
+        bad, q, k, w = hand_over_claim(z, t, me, pfn, order, owner, new_owner)
+        if bad:
+            violation(z, t, me, K_NOT_OWNER, pfn, order, max(pfn, q), owner, word_owner(w), k)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

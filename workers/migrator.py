@@ -18,7 +18,7 @@ from numba import njit
 from harness import faults as F
 from harness import zone as Z
 from harness.faults import fault
-from harness.layout import F_CAPTURE_AUDIT, PG_STAMP
+from harness.layout import F_CAPTURE_AUDIT
 from harness.migrate import (NO_RANGE, REFUSED, audit_range, choose_range, end_isolation,
                              isolate_range, range_movable, set_list_mode)
 from harness.isolate import ISOLATE
@@ -27,7 +27,8 @@ from workers.counters import (RC_ISO_HELD, RC_ISO_REFUSED, RC_ISOLATIONS, RC_MIG
                               RC_MIGRATED, RC_NO_CANDIDATE, RC_NO_TARGET, RC_RELEASED,
                               RC_TAKEN, count_ref)
 from workers.detectors import (K_ISOLATED_CROSS, K_ISOLATED_FREE, K_MIGRATE_TAKEN, PAGECACHE,
-                               claim_block, flag, free_checked, hand_over, violation)
+                               claim_block, flag, free_checked, hand_over, set_stamp, stamp_of,
+                               violation)
 from workers.pagecache import page_key, pool_switch
 from workers.park import park_if_asked
 
@@ -49,15 +50,13 @@ def migrate_page(z, t, me, pool, pfn):
             unfreeze(pool, pfn, 1)
         return NO_TARGET
     claim_block(z, t, me, new, 0, key)           # detectors: ours, was poisoned
-    z[new, PG_STAMP] = z[pfn, PG_STAMP]           # copy the contents
+    set_stamp(z, new, stamp_of(z, pfn))           # copy the contents
     hand_over(z, t, me, new, 0, me, key, PAGECACHE, key)
     if not pool_switch(z, t, me, pool, pfn, new):
         # The old page left the cache while we copied it: somebody else owns it now.
         violation(z, t, me, K_MIGRATE_TAKEN, pfn, 0, pfn, PAGECACHE, -1)
-        hand_over(z, t, me, new, 0, PAGECACHE, key, me, key)
-        return MOVED if free_checked(z, t, me, new, 0, me, key, -1) else Z.ABORTED
-    hand_over(z, t, me, pfn, 0, PAGECACHE, key, me, key)
-    if not free_checked(z, t, me, pfn, 0, me, key, -1):   # onto the isolated range's list
+        return MOVED if free_checked(z, t, me, new, 0, PAGECACHE, key, -1) else Z.ABORTED
+    if not free_checked(z, t, me, pfn, 0, PAGECACHE, key, -1):   # onto the isolated range's list
         return Z.ABORTED
     return MOVED
 

@@ -19,13 +19,14 @@ from harness import faults as F
 from harness import hierarchy as H
 from harness.chaos import chaos
 from harness.faults import fault
-from harness.layout import F_OWNERSHIP, F_POISON, PG_CLAIM, PG_STAMP
+from harness.layout import F_OWNERSHIP, F_POISON, PG_CLAIM
 from harness.lockverbs import lock, pool_lock, unlock
 from harness.pageref import REF0, freeze, get_page, get_unless_zero, put_page, unfreeze
 from workers.counters import (RC_LOOKUP_HIT, RC_LOOKUP_MISS, RC_LOOKUPS, RC_RECLAIM_BUSY,
                               count_ref)
+from workers.claims import owner_word, word_owner
 from workers.detectors import (K_NOT_CACHED_REF, K_READ_AFTER_FREE, PAGECACHE, flag,
-                               pagecache_tag, violation)
+                               pagecache_tag, stamp_of, violation)
 
 P_COUNT, P_HEAD, P_CAP, P_PAGES, P_REF0, P_KEY0, P_SLOT0 = range(7)
 POOL_RING = 8
@@ -156,11 +157,12 @@ def lookup(z, t, me, pool, r):
     count_ref(t, me, RC_LOOKUP_HIT, 1)
     key = page_key(pool, pfn)
     for _ in range(2):
-        if flag(z, F_OWNERSHIP) and z[pfn, PG_CLAIM] != PAGECACHE + 1:
-            violation(z, t, me, K_NOT_CACHED_REF, pfn, 0, pfn, PAGECACHE, z[pfn, PG_CLAIM] - 1)
+        if flag(z, F_OWNERSHIP) and z[pfn, PG_CLAIM] != owner_word(PAGECACHE, 0):
+            violation(z, t, me, K_NOT_CACHED_REF, pfn, 0, pfn, PAGECACHE,
+                      word_owner(z[pfn, PG_CLAIM]))
             break
-        if flag(z, F_POISON) and z[pfn, PG_STAMP] != key:
-            violation(z, t, me, K_READ_AFTER_FREE, pfn, 0, pfn, key, z[pfn, PG_STAMP])
+        if flag(z, F_POISON) and stamp_of(z, pfn) != key:
+            violation(z, t, me, K_READ_AFTER_FREE, pfn, 0, pfn, key, stamp_of(z, pfn))
             break
         chaos(z, t, me)                 # the reader uses the page
     put_page(pool, pfn)
@@ -192,9 +194,9 @@ def check_pagecache(z, pool):
     if sec.flags[F_POISON]:
         keys = pool[pool[P_KEY0]:pool[P_KEY0] + pool[P_PAGES]]
         for pfn in ring:
-            if sec.pages[pfn, PG_STAMP] != keys[pfn]:
+            if sec.stamps[pfn] != keys[pfn]:
                 out.append({"kind": "cached_page_contents", "pfn": pfn,
                             "message": f"cached page {pfn} does not hold its key"
-                                       f" {int(keys[pfn]):#x}: {int(sec.pages[pfn, PG_STAMP]):#x}"})
+                                       f" {int(keys[pfn]):#x}: {int(sec.stamps[pfn]):#x}"})
                 break
     return out

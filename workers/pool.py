@@ -32,7 +32,7 @@ class Workers:
             t[i, L.T_AUX, L.A_CHAOS_RNG] = seed_state(cfg.seed, 1000 + i)
         sec = L.Sections(z)
         if sec.flags[L.F_POISON]:
-            sec.pages[:, L.PG_STAMP] = POISON
+            sec.stamps[:] = POISON
         self.pool = new_pool(max(1, int(cfg.pages * cfg.pool_fraction)), cfg.pages)
         self.config = worker_config(cfg)
         self.held = [new_held(r.held(cfg)) for r in self.roles]

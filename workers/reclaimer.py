@@ -25,7 +25,7 @@ from workers.counters import (C_ABORTS, C_ALLOC_FAIL, C_CAP_MERGED, C_CAP_NOSLOT
                               C_HIGH_TRY0, C_OPS, C_PCP_DRAINED, C_RECLAIMED, C_RECLAIMS,
                               C_RETRY_OK, RC_RECLAIM_OK, RC_RECLAIM_OK_NS, count, count_ref)
 from workers.detectors import (K_STALE_CAPTURE, PAGECACHE, audit_capture, check_capture_balance,
-                               flag, free_checked, hand_over, violation)
+                               flag, free_checked, violation)
 from workers.held import held_take, keep_block
 from workers.migrator import migrate_reclaim
 from workers.pagecache import page_key, pool_take
@@ -57,11 +57,9 @@ def reclaim(z, t, me, pool, batch, cfg, wanted):
     for i in range(n):
         if i & 63 == 63:
             beat(t, me)                 # a batch of up to thousands of frees is progress too
-        # A page-cache page (frozen by pool_take) becomes ours first, so the detectors
-        # see who frees it.
+        # A page-cache page (frozen by pool_take): it must still be the cache's when freed.
         key = page_key(pool, batch[i])
-        hand_over(z, t, me, batch[i], 0, PAGECACHE, key, me, key)
-        if not free_checked(z, t, me, batch[i], 0, me, key, lst):
+        if not free_checked(z, t, me, batch[i], 0, PAGECACHE, key, lst):
             return Z.ABORTED
     # drain_all_pages: blocks parked on per-CPU lists never met the capture list; drained
     # while it is still open, they coalesce through free_block and may join it.

@@ -1,0 +1,177 @@
+"""Ownership claims: which thread holds which buddy block, checked on every claim and release.
+
+Two buddy blocks are disjoint or one contains the other.  A claim is all or nothing, and
+its cost depends on the order only through the number of 16-page groups it covers:
+
+  small  a block of order 0..3 lies inside one group (the order-4 block around it).
+         Its claim adds 1 to the group's count (a locked add, which also reads whether an
+         enclosing large block is claimed), then CASes the owner word into each of its
+         pages' rows (PG_CLAIM: at most 8 rows, which the allocator has just touched).
+  large  a block of order 4..10 is 1..64 whole groups.  Its claim CASes each group word
+         from 0 to its owner word: at most 64 consecutive words (8 cache lines) for a
+         1024-page block, instead of 1024 page rows.
+
+    group word   count of small claims inside (low 32 bits) | large owner word << 32
+    owner word   (owner slot + 1) << 4 | order; 0: nobody
+
+Never two overlapping claims silently.  Two small ones share a page (the smaller block's
+pages), whose word only one CAS from 0 can win.  A small and a large one meet on the
+small one's group word: the locked add sees the large owner word, or the large CAS from
+0 sees the count.  Two large ones share their first common group word, which only one
+CAS from 0 can win.  A failed claim undoes what it took and names the other block and
+its owner (`claim` returns (bad, other pfn, other order, other owner word)).
+
+A release completes before the zone free that lets the pages be allocated again, so in
+a correct allocator a claim never meets a stale word.  A release (or a hand-over to a
+new owner) checks the words are the expected owner's and names whoever else is there.
+"""
+
+from numba import njit
+
+from harness.atomics import cas, fetch_add
+from harness.layout import GROUP_SHIFT, PG_CLAIM, group_row0
+
+SMALL = 1 << GROUP_SHIFT                # pages of a group; blocks below this order are small
+LARGE_SHIFT = 32
+COUNT_MASK = (1 << LARGE_SHIFT) - 1
+ORDER_MASK = 15
+SCAN_TRIES = 1000                       # rescans for a small claim whose page words are not
+                                        # written yet (its count was seen first)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def owner_word(owner, order):
+    """The owner word of block (., order) claimed by slot `owner`; 0 for owner -1 (none)."""
+    return ((owner + 1) << 4) | order if owner >= 0 else 0
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def word_owner(word):
+    return (word >> 4) - 1
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def word_order(word):
+    return word & ORDER_MASK
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def _group(z, g):
+    """(row, column) of group g's word."""
+    return group_row0(z) + (g >> 3), g & 7
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def _named(page, word):
+    """(bad, pfn, order, word) naming the block of `word` that contains `page`."""
+    k = word_order(word)
+    return True, (page >> k) << k, k, word
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _small_inside(z, g):
+    """Name a small claim inside group g (its count is not zero): its first page word."""
+    base = g << GROUP_SHIFT
+    for _ in range(SCAN_TRIES):
+        for p in range(base, base + SMALL):
+            w = z[p, PG_CLAIM]
+            if w != 0:
+                return _named(p, w)
+    return True, base, -1, 0                # counted, but its words came and went
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _group_holder(z, g, word):
+    """Name whoever group word `word` (of group g) says holds a page of it."""
+    large = word >> LARGE_SHIFT
+    if large != 0:
+        return _named(g << GROUP_SHIFT, large)
+    if word & COUNT_MASK != 0:
+        return _small_inside(z, g)
+    return True, g << GROUP_SHIFT, -1, 0    # nobody
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def claim(z, t, me, pfn, order):
+    """Claim block (pfn, order) for slot `me`: all or nothing.  Returns (bad, q, k, w):
+    bad when another claim overlaps it, then block (q, k) held by owner word w."""
+    mine = owner_word(me, order)
+    if order < GROUP_SHIFT:
+        row, col = _group(z, pfn >> GROUP_SHIFT)
+        old = fetch_add(z, (row, col), 1)
+        if old >> LARGE_SHIFT != 0:
+            fetch_add(z, (row, col), -1)
+            return _named(pfn, old >> LARGE_SHIFT)
+        for p in range(pfn, pfn + (1 << order)):
+            old = cas(z, (p, PG_CLAIM), 0, mine)
+            if old != 0:
+                for q in range(pfn, p):
+                    z[q, PG_CLAIM] = 0
+                fetch_add(z, (row, col), -1)
+                return _named(p, old)
+        return False, 0, 0, 0
+    g0 = pfn >> GROUP_SHIFT
+    large = mine << LARGE_SHIFT
+    for g in range(g0, g0 + (1 << (order - GROUP_SHIFT))):
+        row, col = _group(z, g)
+        old = cas(z, (row, col), 0, large)
+        if old != 0:
+            for h in range(g0, g):
+                r, c = _group(z, h)
+                fetch_add(z, (r, c), -large)    # atomic: a racing small claim may add
+            return _group_holder(z, g, old)
+    return False, 0, 0, 0
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def hand_over_claim(z, t, me, pfn, order, owner, new_owner):
+    """Block (pfn, order) passes from slot `owner` to `new_owner` (-1: released).  Returns
+    (bad, q, k, w) like `claim`, bad when a word was not `owner`'s: then block (q, k) of
+    owner word w (0: nobody) is there.  Only words that were `owner`'s change."""
+    expected, new = owner_word(owner, order), owner_word(new_owner, order)
+    bad, q, k, w = False, pfn, -1, 0
+    if order < GROUP_SHIFT:
+        row, col = _group(z, pfn >> GROUP_SHIFT)
+        large = z[row, col] >> LARGE_SHIFT
+        if large != 0:
+            return _named(pfn, large)           # inside someone's large block
+        for p in range(pfn + (1 << order) - 1, pfn - 1, -1):   # head last
+            old = cas(z, (p, PG_CLAIM), expected, new)
+            if old != expected and (not bad or (w == 0 and old != 0)):
+                bad, q, k, w = _named(p, old) if old != 0 else (True, pfn, -1, 0)
+        if not bad and new_owner < 0:
+            fetch_add(z, (row, col), -1)
+        return bad, q, k, w
+    g0 = pfn >> GROUP_SHIFT
+    for g in range(g0, g0 + (1 << (order - GROUP_SHIFT))):
+        row, col = _group(z, g)
+        old = z[row, col]
+        while old >> LARGE_SHIFT == expected:   # keep a racing small claim's count
+            seen = cas(z, (row, col), old, (old & COUNT_MASK) | (new << LARGE_SHIFT))
+            if seen == old:
+                break
+            old = seen
+        if old >> LARGE_SHIFT != expected and (not bad or (w == 0 and old != 0)):
+            bad, q, k, w = _group_holder(z, g, old)
+    return bad, q, k, w
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def park(z, pfn, word):
+    """A small block parked whole on a list (harness.pcp) carries `word` on its head and
+    counts in its group.  Returns the head's old word (0 expected)."""
+    old = cas(z, (pfn, PG_CLAIM), 0, word)
+    if old == 0:
+        row, col = _group(z, pfn >> GROUP_SHIFT)
+        fetch_add(z, (row, col), 1)
+    return old
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def unpark(z, pfn, word):
+    """Undo `park`.  Returns the head's old word (`word` expected)."""
+    old = cas(z, (pfn, PG_CLAIM), word, 0)
+    if old == word:
+        row, col = _group(z, pfn >> GROUP_SHIFT)
+        fetch_add(z, (row, col), -1)
+    return old
