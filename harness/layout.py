@@ -32,8 +32,11 @@ def _fields(table):
 
 # ---------------------------------------------------------------- zone table: row kinds
 
-PAGE_FIELDS = ("state", "order", "list", "next", "prev", "owner", "claim")
-PG_STATE, PG_ORDER, PG_LIST, PG_NEXT, PG_PREV, PG_OWNER, PG_CLAIM = _fields(PAGE_FIELDS)
+PAGE_FIELDS = ("state", "order", "list", "next", "prev", "owner", "claim", "group")
+PG_STATE, PG_ORDER, PG_LIST, PG_NEXT, PG_PREV, PG_OWNER, PG_CLAIM, PG_GROUP = _fields(PAGE_FIELDS)
+# PG_CLAIM, PG_GROUP: the ownership detector's words (workers.claims); PG_GROUP is used on
+# the first page of each 16-page group (an order-4 block) only, in its own 64-byte row so
+# that two threads' claims in different groups never share a cache line.
 TAIL, FREE, CAPTURED, ALLOC, PCP = range(5)     # PCP: on a per-CPU list (harness.pcp)
 
 LIST_FIELDS = ("head", "count", "state", "wanted", "owner", "own", "other", "merged")
@@ -72,12 +75,10 @@ SCHED_FIELDS = ("mode", "depth", "steps", "seed", "step")   # controlled schedul
 SC_MODE, SC_DEPTH, SC_STEPS, SC_SEED, SC_STEP = _fields(SCHED_FIELDS)
 SCHED_OFF, SCHED_PCT = 0, 1
 
-# The detectors' page data beside the page rows, contiguous, so that a check over a large
-# block runs through consecutive words (workers.detectors, workers.claims):
-#   stamps  one word a page, its contents: POISON when free, else an allocation tag
-#   groups  one word per 16-page group (an order-4 block): the ownership claims of
-#           blocks of order 4..10 and the count of smaller claims inside (workers.claims)
-GROUP_SHIFT = 4
+# The poison detector's page contents beside the page rows, one word a page, so that a
+# check over a large block runs through consecutive words (workers.detectors): POISON
+# when free, else an allocation tag.
+GROUP_SHIFT = 4                         # ownership groups: 16 pages (workers.claims)
 
 REDZONE_FIELDS = ("must stay zero",)    # the last row: where a stray index -1 lands
 
@@ -88,9 +89,7 @@ SCHEMES = {"zone": SCHEME_ZONE, "fine": SCHEME_FINE}
 # rows are fixed and addressed from the end (`tail_row`).
 ZONE_ROWS = (
     ("pages", "pages", PAGE_FIELDS, "struct page, row == pfn"),
-    ("stamps", "pages / 8", ("stamp",) * W, "detectors: page contents, word pfn"),
-    ("groups", "pages / 128", ("group",) * W,
-     "ownership: a word per 16 pages, claims of order >= 4 and a count of smaller ones"),
+    ("stamps", "pages / 8", ("stamp",) * W, "poison: page contents, word pfn"),
     ("lists", "11 + ncap + 4 * cpus", LIST_FIELDS,
      "free lists 0..10, the capture lists, per-CPU lists"),
     ("locks", "1 + blocks + ncap + 11 + 1 + cpus", LOCK_FIELDS,
@@ -146,15 +145,9 @@ def stamp_row0(z):
     return z[meta_row(z), M_PAGES]
 
 
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def group_row0(z):
-    """First row of the group words: group g's word is word g from here."""
-    return z[meta_row(z), M_PAGES] + (z[meta_row(z), M_PAGES] >> 3)
-
-
 def detector_rows(pages):
-    """Rows of the stamps and the group words of a zone of `pages` pages."""
-    return (pages >> 3) + (pages >> (3 + GROUP_SHIFT))
+    """Rows of the stamps of a zone of `pages` pages."""
+    return pages >> 3
 
 
 def ctl_row_py(z):
@@ -325,7 +318,7 @@ class Sections:
         self.pages = z[:self.pages_n]
         n = self.pages_n
         self.stamps = z[n:n + (n >> 3)].reshape(-1)                  # [pfn]
-        self.groups = z[n + (n >> 3):list0].reshape(-1)              # [pfn >> GROUP_SHIFT]
+        self.groups = self.pages[::1 << GROUP_SHIFT, PG_GROUP]       # [pfn >> GROUP_SHIFT]
         self.lists = z[list0:list0 + NAREAS + self.ncap + PCP_ORDERS * self.cpus]
         self.lock0 = int(meta[M_BLOCK0]) - 1
         self.locks = z[self.lock0:rows - len(TAIL_ROWS)]

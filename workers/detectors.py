@@ -8,8 +8,8 @@ Switched by flags in the zone table:
   poison     a free page holds POISON; allocation checks it and stamps the
              pages with a per-allocation tag, which free checks and re-poisons.
              The stamps are a contiguous array of their own (harness.layout
-             `stamps`), so every page of a block is checked by a vectorized
-             reduction; the bad pages are looked for only on failure.
+             `stamps`), so every page of a block is checked and stamped in one
+             pass, a row of 8 at a time; bad pages are looked for only on failure.
   invariants besides the runner's quiescent checks: a reclaimer audits its own
              open capture list before finishing it (`audit_capture`), and checks
              each use's page balance when it finishes (`check_capture_balance`).
@@ -126,22 +126,6 @@ def pagecache_tag():
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def stamps_differ(z, pfn, order, expected):
-    """Non-zero when a stamp of block (pfn, order) is not `expected`: a branch-free
-    reduction, by whole rows of 8 stamps from order 3 up (LLVM vectorizes it)."""
-    r0 = stamp_row0(z)
-    bad = 0
-    if order >= 3:
-        for r in range(r0 + (pfn >> 3), r0 + ((pfn + (1 << order)) >> 3)):
-            for c in range(W):
-                bad |= z[r, c] ^ expected
-    else:
-        for p in range(pfn, pfn + (1 << order)):
-            bad |= z[r0 + (p >> 3), p & 7] ^ expected
-    return bad
-
-
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def stamp_of(z, pfn):
     """Page pfn's stamp (its contents)."""
     return z[stamp_row0(z) + (pfn >> 3), pfn & 7]
@@ -152,22 +136,36 @@ def set_stamp(z, pfn, value):
     z[stamp_row0(z) + (pfn >> 3), pfn & 7] = value
 
 
+@njit(nogil=True, cache=True, _nrt=False)
+def _bad_stamps(z, t, me, pfn, order, lo, hi, expected, kind):
+    """A `kind` violation for each page lo..hi-1 of block (pfn, order) not holding `expected`."""
+    for p in range(lo, hi):
+        found = stamp_of(z, p)
+        if found != expected:
+            violation(z, t, me, kind, pfn, order, p, expected, found)
+
+
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def restamp(z, t, me, pfn, order, expected, kind, new):
     """Check every page of block (pfn, order) holds `expected` (a `kind` violation for each
-    page that does not), then stamp them all `new`."""
-    if stamps_differ(z, pfn, order, expected) != 0:
-        for p in range(pfn, pfn + (1 << order)):
-            found = stamp_of(z, p)
-            if found != expected:
-                violation(z, t, me, kind, pfn, order, p, expected, found)
+    page that does not), and stamp it `new`: one pass over the block's stamps, a row of 8
+    at a time from order 3 up (a branch-free check of the row, then its stores)."""
     r0 = stamp_row0(z)
     if order >= 3:
         for r in range(r0 + (pfn >> 3), r0 + ((pfn + (1 << order)) >> 3)):
+            bad = 0
+            for c in range(W):
+                bad |= z[r, c] ^ expected
+            if bad != 0:
+                p = (r - r0) << 3
+                _bad_stamps(z, t, me, pfn, order, p, p + W, expected, kind)
             for c in range(W):
                 z[r, c] = new
     else:
         for p in range(pfn, pfn + (1 << order)):
+            found = z[r0 + (p >> 3), p & 7]
+            if found != expected:
+                violation(z, t, me, kind, pfn, order, p, expected, found)
             z[r0 + (p >> 3), p & 7] = new
 
 
