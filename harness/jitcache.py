@@ -16,6 +16,14 @@ sites, layout constants), plus what those files import from the package.
 Imported first by harness.atomics, which the kernel modules import, so the
 directory is set before their decorators run; importing `harness` alone
 touches nothing.
+
+One kernel per argument types, not per constant (`compile_for_plain_types`):
+Numba compiles a jitted callee for the types of the caller's arguments, and a
+constant argument has a literal type of its own (`Literal[int](-1)`), so every
+call site with a different constant compiled the callee and everything below it
+once more (`violation` 21 times, `free_block` 3 times, each with its callees).
+Kernels of this package are compiled for the plain types instead; none needs a
+constant's value at typing time.
 """
 
 import ast
@@ -166,4 +174,25 @@ def install():
     return path
 
 
+def compile_for_plain_types():
+    """Make calls between this package's kernels resolve to one compilation per plain
+    argument types (literal types widened: Literal[int](0) -> int64)."""
+    from numba.core import types
+    from numba.core.dispatcher import Dispatcher
+
+    if getattr(Dispatcher.get_call_template, "plain_types", False):
+        return
+    literal = Dispatcher.get_call_template
+
+    def get_call_template(self, args, kws):
+        if self.py_func.__module__.split(".")[0] in PACKAGES:
+            args = tuple(types.unliteral(a) for a in args)
+            kws = {k: types.unliteral(v) for k, v in kws.items()}
+        return literal(self, args, kws)
+
+    get_call_template.plain_types = True
+    Dispatcher.get_call_template = get_call_template
+
+
+compile_for_plain_types()
 CACHE_DIR = install()
