@@ -209,6 +209,8 @@ def build_parser():
                        help="instead: one stress run with capture off and one on, same seed")
     bench.add_argument("--reclaim-mix", type=parse_mix, default=None,
                        help="with --capture-table: reclaimer wanted-order weights")
+    bench.add_argument("--stamps", action="store_true",
+                       help="instead: cost per event of flight-recorder timestamp alternatives")
     return parser
 
 
@@ -623,15 +625,19 @@ def cmd_bench(args):
                                run_capture_table, run_overhead)
     if args.reclaim_mix is not None and not args.capture_table:
         raise UsageError("--reclaim-mix applies to --capture-table only")
-    if args.overhead and args.capture_table:
-        raise UsageError("choose one of --overhead and --capture-table")
+    if args.overhead + args.capture_table + args.stamps > 1:
+        raise UsageError("choose one of --overhead, --capture-table and --stamps")
     threads = max(args.threads) if args.threads else 2
     if args.capture_table:       # check the configuration now, not after the first run
         RunConfig(threads=threads, seconds=args.seconds, capture=True,
                   **({"reclaim_mix": args.reclaim_mix} if args.reclaim_mix else {}))
     if not args.json:
         print("warming up (JIT compile or cache load)...", file=sys.stderr, flush=True)
-    if args.overhead:
+    if args.stamps:
+        from harness.tracebench import format_stamps, run as run_stamps
+        result = run_stamps(args.repeats)
+        text = format_stamps(result)
+    elif args.overhead:
         result = run_overhead(args.seconds, threads)
         text = format_overhead(result)
     elif args.capture_table:

@@ -48,3 +48,16 @@ def test_a_short_bench_runs_every_variant(warmed):
     assert all(r["ops"] > 0 for r in result["results"].values())
     text = B.format_bench(result)
     assert "scaling fine+pcp: 2 threads vs 1" in text and "fine+pcp/2 vs zone/2" in text
+
+
+@pytest.mark.timeout(120)
+def test_stamp_alternatives_each_cost_a_positive_time_and_the_cli_prints_them(capsys):
+    from harness.cli import main
+    from harness.tracebench import ALTERNATIVES
+    assert main(["bench", "--stamps", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in ALTERNATIVES:
+        row = next(line for line in out.splitlines() if name in line)
+        one, two = float(row.split("1 thread")[1].split()[0]), float(row.split()[-1])
+        assert one > 0 and two > 0
+    assert main(["bench", "--stamps", "--overhead"]) == 2
