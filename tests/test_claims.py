@@ -222,3 +222,23 @@ def test_two_threads_claiming_overlapping_blocks_never_both_succeed_silently():
         pytest.skip("the two threads never held claims at the same time")
     sec = L.Sections(z)         # every claim was released: the words are zero again
     assert not sec.pages[:, L.PG_CLAIM].any() and not sec.groups.any()
+
+
+def test_the_report_names_both_blocks_and_both_owners():
+    """A real conflict, decoded and described: the line a person reads names who holds
+    which block, including the page cache and the per-CPU lists by name."""
+    from harness.verdict import OWNER_NAMES, describe_violation
+    assert OWNER_NAMES[D.PAGECACHE] == "the page cache" and OWNER_NAMES[D.PCP_OWNER] == \
+        "a per-CPU list"
+    z, t = fresh(2)
+    do_claim(z, t, 0, 1024, 5)                       # thread 0 holds 32 pages from 1024
+    do_claim(z, t, 1, 1040, 0)                       # thread 1 is handed one of them
+    (v,) = one_finding(t, 1)
+    assert describe_violation(v) == (
+        "ownership: double_allocation: thread 1 allocated pfn 1040 (order 0), whose page 1040"
+        " is inside a block that thread 0 holds (pfn 1024, order 5)")
+    do_hand_over(z, t, 1, 1024, 5, 1, -1)            # thread 1 frees thread 0's block
+    (v,) = one_finding(t, 1)
+    assert describe_violation(v) == (
+        "ownership: free_of_page_not_owned: thread 1 freed pfn 1024 (order 5) as thread 1's,"
+        " but thread 0 holds pfn 1024 (order 5) there")
