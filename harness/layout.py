@@ -32,11 +32,9 @@ def _fields(table):
 
 # ---------------------------------------------------------------- zone table: row kinds
 
-PAGE_FIELDS = ("state", "order", "list", "next", "prev", "owner", "claim", "group")
-PG_STATE, PG_ORDER, PG_LIST, PG_NEXT, PG_PREV, PG_OWNER, PG_CLAIM, PG_GROUP = _fields(PAGE_FIELDS)
-# PG_CLAIM, PG_GROUP: the ownership detector's words (workers.claims); PG_GROUP is used on
-# the first page of each 16-page group (an order-4 block) only, in its own 64-byte row so
-# that two threads' claims in different groups never share a cache line.
+PAGE_FIELDS = ("state", "order", "list", "next", "prev", "owner", "claim")
+PG_STATE, PG_ORDER, PG_LIST, PG_NEXT, PG_PREV, PG_OWNER, PG_CLAIM = _fields(PAGE_FIELDS)
+# PG_CLAIM: the ownership detector's page word (workers.claims)
 TAIL, FREE, CAPTURED, ALLOC, PCP = range(5)     # PCP: on a per-CPU list (harness.pcp)
 
 LIST_FIELDS = ("head", "count", "state", "wanted", "owner", "own", "other", "merged")
@@ -75,9 +73,10 @@ SCHED_FIELDS = ("mode", "depth", "steps", "seed", "step")   # controlled schedul
 SC_MODE, SC_DEPTH, SC_STEPS, SC_SEED, SC_STEP = _fields(SCHED_FIELDS)
 SCHED_OFF, SCHED_PCT = 0, 1
 
-# The poison detector's page contents beside the page rows, one word a page, so that a
-# check over a large block runs through consecutive words (workers.detectors): POISON
-# when free, else an allocation tag.
+# The detectors' words beside the page rows, so that work over a large block runs through
+# consecutive words: the poison detector's page contents, one word a page (POISON when
+# free, else an allocation tag; workers.detectors), then the ownership detector's group
+# words, one per 16 pages (workers.claims).
 GROUP_SHIFT = 4                         # ownership groups: 16 pages (workers.claims)
 
 REDZONE_FIELDS = ("must stay zero",)    # the last row: where a stray index -1 lands
@@ -145,9 +144,16 @@ def stamp_row0(z):
     return z[meta_row(z), M_PAGES]
 
 
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def group_row0(z):
+    """First row of the group words: group g's word is word g from here."""
+    pages = z[meta_row(z), M_PAGES]
+    return pages + (pages >> 3)
+
+
 def detector_rows(pages):
-    """Rows of the stamps of a zone of `pages` pages."""
-    return pages >> 3
+    """Rows of the stamps and group words of a zone of `pages` pages."""
+    return (pages >> 3) + (pages >> (3 + GROUP_SHIFT))
 
 
 def ctl_row_py(z):
@@ -318,7 +324,8 @@ class Sections:
         self.pages = z[:self.pages_n]
         n = self.pages_n
         self.stamps = z[n:n + (n >> 3)].reshape(-1)                  # [pfn]
-        self.groups = self.pages[::1 << GROUP_SHIFT, PG_GROUP]       # [pfn >> GROUP_SHIFT]
+        g0 = n + (n >> 3)
+        self.groups = z[g0:g0 + (n >> (3 + GROUP_SHIFT))].reshape(-1)  # [pfn >> GROUP_SHIFT]
         self.lists = z[list0:list0 + NAREAS + self.ncap + PCP_ORDERS * self.cpus]
         self.lock0 = int(meta[M_BLOCK0]) - 1
         self.locks = z[self.lock0:rows - len(TAIL_ROWS)]

@@ -8,9 +8,10 @@ its cost depends on the order only through the number of 16-page groups it cover
          enclosing large block is claimed), then CASes the owner word into each of its
          pages' rows (PG_CLAIM: at most 8 rows, which the allocator has just touched).
   large  a block of order 4..10 is 1..64 whole groups.  Its claim CASes each group word
-         from 0 to its owner word: at most 64 page rows (every 16th) for a 1024-page
-         block, instead of all 1024.  A group word sits in its first page's row (PG_GROUP),
-         so claims in different groups never contend for a cache line.
+         from 0 to its owner word: at most 64 consecutive words (8 cache lines) for a
+         1024-page block, instead of 1024 page rows.  The group words are an array of
+         their own (harness.layout `group_row0`): in the first page's row of each group
+         they cost a large claim a cache miss a group, twice the time per claim.
 
     group word   count of small claims inside (low 32 bits) | large owner word << 32
     owner word   (owner slot + 1) << 4 | order; 0: nobody
@@ -30,7 +31,7 @@ new owner) checks the words are the expected owner's and names whoever else is t
 from numba import njit
 
 from harness.atomics import cas, fetch_add
-from harness.layout import GROUP_SHIFT, PG_CLAIM, PG_GROUP
+from harness.layout import GROUP_SHIFT, PG_CLAIM, W, group_row0
 
 SMALL = 1 << GROUP_SHIFT                # pages of a group; blocks below this order are small
 LARGE_SHIFT = 32
@@ -58,8 +59,8 @@ def word_order(word):
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def _group(z, g):
-    """(row, column) of group g's word: in its first page's row."""
-    return g << GROUP_SHIFT, PG_GROUP
+    """(row, column) of group g's word."""
+    return group_row0(z) + g // W, g % W
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

@@ -9,7 +9,7 @@ Switched by flags in the zone table:
              pages with a per-allocation tag, which free checks and re-poisons.
              The stamps are a contiguous array of their own (harness.layout
              `stamps`), so every page of a block is checked and stamped in one
-             pass, a row of 8 at a time; bad pages are looked for only on failure.
+             vectorized pass; bad pages are looked for only on failure.
   invariants besides the runner's quiescent checks: a reclaimer audits its own
              open capture list before finishing it (`audit_capture`), and checks
              each use's page balance when it finishes (`check_capture_balance`).
@@ -17,7 +17,7 @@ A finding is recorded in the thread's own violation rows (`violation`), which
 `thread_violations` decodes with the same field table.
 """
 
-from numba import njit
+from numba import njit, uint64
 
 from harness import hierarchy as H
 from harness import zone as Z
@@ -137,36 +137,37 @@ def set_stamp(z, pfn, value):
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def _bad_stamps(z, t, me, pfn, order, lo, hi, expected, kind):
-    """A `kind` violation for each page lo..hi-1 of block (pfn, order) not holding `expected`."""
-    for p in range(lo, hi):
-        found = stamp_of(z, p)
-        if found != expected:
-            violation(z, t, me, kind, pfn, order, p, expected, found)
+def _report_bad_stamps(z, t, me, pfn, order, expected, kind, new):
+    """After `restamp`'s pass found a bad page in block (pfn, order): a `kind` violation for
+    each page that held something other than `expected` (the pass left `found ^ expected ^
+    new` there), which now gets `new`."""
+    reported = False
+    for p in range(pfn, pfn + (1 << order)):
+        left = stamp_of(z, p)
+        if left != new:
+            violation(z, t, me, kind, pfn, order, p, expected, left ^ expected ^ new)
+            set_stamp(z, p, new)
+            reported = True
+    if not reported:        # a racing writer stored exactly `new` since: still a bad page
+        violation(z, t, me, kind, pfn, order, pfn, expected, new)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def restamp(z, t, me, pfn, order, expected, kind, new):
     """Check every page of block (pfn, order) holds `expected` (a `kind` violation for each
-    page that does not), and stamp it `new`: one pass over the block's stamps, a row of 8
-    at a time from order 3 up (a branch-free check of the row, then its stores)."""
-    r0 = stamp_row0(z)
-    if order >= 3:
-        for r in range(r0 + (pfn >> 3), r0 + ((pfn + (1 << order)) >> 3)):
-            bad = 0
-            for c in range(W):
-                bad |= z[r, c] ^ expected
-            if bad != 0:
-                p = (r - r0) << 3
-                _bad_stamps(z, t, me, pfn, order, p, p + W, expected, kind)
-            for c in range(W):
-                z[r, c] = new
-    else:
-        for p in range(pfn, pfn + (1 << order)):
-            found = z[r0 + (p >> 3), p & 7]
-            if found != expected:
-                violation(z, t, me, kind, pfn, order, p, expected, found)
-            z[r0 + (p >> 3), p & 7] = new
+    page that does not), and stamp it `new`: one branch-free pass over the block's words
+    in the flat table that stores `found ^ expected ^ new` (`new` where the page was good,
+    so the found value is still recoverable where it was not).  Unsigned indices: no
+    negative-index wrap is tested per word, and LLVM vectorizes the loop."""
+    words = z.reshape(-1)
+    lo = uint64(stamp_row0(z) * W + pfn)
+    bad = 0
+    for i in range(lo, lo + uint64(1 << order)):
+        diff = words[i] ^ expected
+        bad |= diff
+        words[i] = diff ^ new
+    if bad != 0:
+        _report_bad_stamps(z, t, me, pfn, order, expected, kind, new)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

@@ -1,0 +1,45 @@
+"""The poison detector's check-and-stamp pass (`workers.detectors.restamp`) against a
+page-by-page model: every page of the block that did not hold the expected stamp is
+reported once, in page order, with the value it held, and afterwards every page of the
+block holds the new stamp and nothing outside it changed."""
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import layout as L
+from workers import detectors as D
+
+PAGES = 2048
+EXPECTED, NEW = D.POISON, D.make_tag.py_func(0, 77)
+
+blocks = st.integers(0, 10).flatmap(
+    lambda order: st.tuples(st.integers(0, (PAGES >> order) - 1).map(lambda i: i << order),
+                            st.just(order)))
+# a few pages anywhere (inside the block or not) that hold something else
+strays = st.lists(st.tuples(st.integers(0, PAGES - 1),
+                            st.sampled_from([0, -1, 1, NEW, EXPECTED ^ 1, D.make_tag.py_func(3, 9)])),
+                  max_size=L.VIOL_ROWS, unique_by=lambda s: s[0])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blocks, strays)
+def test_restamp_reports_exactly_the_bad_pages_and_leaves_the_block_stamped(block, bad):
+    pfn, order = block
+    z, t = L.new_zone_table(PAGES, "fine"), L.new_thread_table(1)
+    stamps = L.Sections(z).stamps
+    stamps[:] = EXPECTED
+    for page, value in bad:
+        stamps[page] = value
+    before = stamps.copy()
+    D.restamp(z, t, 0, pfn, order, EXPECTED, D.K_POISON, NEW)
+    inside = range(pfn, pfn + (1 << order))
+    want = [(p, int(before[p])) for p in inside if before[p] != EXPECTED]
+    got = D.thread_violations(t, 0)
+    assert [(v["page"], v["found"]) for v in got] == want
+    assert all((v["kind"], v["pfn"], v["order"], v["expected"]) ==
+               ("write_to_free_page", pfn, order, EXPECTED) for v in got)
+    assert (stamps[pfn:pfn + (1 << order)] == NEW).all()
+    outside = np.ones(PAGES, bool)
+    outside[pfn:pfn + (1 << order)] = False
+    assert (stamps[outside] == before[outside]).all()
