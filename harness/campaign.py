@@ -22,7 +22,7 @@ from harness.runner import run_stress
 from harness.verdict import EXIT_CLEAN, EXIT_VIOLATION
 
 CLEAN = "clean"
-DETECTORS = ("ownership", "poison", "invariants", "lockdep", "watchdog")
+DETECTORS = ("ownership", "poison", "invariants", "lockdep", "witness", "watchdog")
 MIN_TRIALS_FOR_BOUND = 4        # the rule of three says nothing useful below this
 
 

@@ -35,7 +35,8 @@ class Fault:
     name: str
     what: str            # the mistake
     goes_wrong: str      # what it breaks
-    detectors: tuple     # any one must catch it: ownership, poison, invariants, lockdep, watchdog
+    detectors: tuple     # any one must catch it: ownership, poison, invariants, lockdep, witness,
+                         # watchdog
     narrow: bool         # a narrow race window: delay injection (--chaos) should help
     schemes: tuple       # locking schemes in which the fault has an effect: "fine", "zone"
     policies: tuple = ()  # reclaim policies in which it has an effect (empty: every one)
@@ -61,7 +62,7 @@ FAULTS = (
     Fault(FAULT_PUSH_NO_AREA_LOCK, "push-no-area-lock",
           "merge_and_place links the freed block into its free list without the area lock",
           "racing list updates lose or cross-link blocks",
-          ("invariants", "ownership", "poison"), True, ("fine",)),
+          ("invariants", "ownership", "poison", "witness"), True, ("fine",)),
     Fault(FAULT_COUNT_OUTSIDE_LOCK, "count-outside-lock",
           "the free-list count is updated after the area lock is dropped",
           "lost updates: the count no longer matches the list",
@@ -69,7 +70,7 @@ FAULTS = (
     Fault(FAULT_CAPTURE_PLACE_UNLOCKED, "capture-place-unlocked",
           "a block is pushed onto a capture list without that list's lock",
           "the owner's own frees and other threads' frees corrupt the capture list",
-          ("invariants", "ownership", "poison"), True, ("fine",)),
+          ("invariants", "ownership", "poison", "witness"), True, ("fine",)),
     Fault(FAULT_CAPTURE_BEFORE_BLOCK, "capture-before-block",
           "capture_finish keeps the capture lock while it takes block locks (inversion)",
           "capture -> block against the declared block -> capture: a possible deadlock",
@@ -112,11 +113,11 @@ FAULTS = (
           "drain_all_pages empties another CPU's lists without taking that CPU's pcp lock",
           "the drainer and the owner unlink the same blocks: a block is freed to the buddy"
           " and handed out by the owner, lists cross-link",
-          ("ownership", "invariants", "poison"), True, ("fine", "zone"), pcp=True),
+          ("ownership", "invariants", "poison", "witness"), True, ("fine", "zone"), pcp=True),
     Fault(FAULT_PCP_ALLOC_NO_LOCK, "pcp-alloc-no-lock",
           "pcp_alloc pops its own CPU's list without the pcp lock (it forgets remote drains)",
           "a block popped by the owner is also drained to the buddy: allocated twice",
-          ("ownership", "invariants", "poison"), True, ("fine", "zone"), pcp=True),
+          ("ownership", "invariants", "poison", "witness"), True, ("fine", "zone"), pcp=True),
     Fault(FAULT_PCP_COUNT_OUTSIDE_LOCK, "pcp-count-outside-lock",
           "pcp_free stores the per-CPU list's new count after dropping the pcp lock",
           "a remote drain in between is overwritten: the count no longer matches the list",

@@ -22,10 +22,11 @@ from numba import njit
 from harness import hierarchy as H
 from harness.chaos import chaos
 from harness.layout import (A_ABORTED, F_LOCKDEP, M_AREA0, M_BLOCK0, M_CAP0, M_POOL0, M_SCHEME,
-                            NAREAS, SCHEME_ZONE, T_AUX, TOP, flags_row, meta_row)
+                            NAREAS, PCP_LIST0, PCP_LOCK0, PCP_ORDERS, SCHEME_ZONE, T_AUX, TOP,
+                            flags_row, meta_row, pcp_row)
 from harness.lockdep_record import lockdep_forget, lockdep_note, lockdep_note_try
 from harness.locks import L_OWNER, lock_acquire, lock_release, lock_try
-from harness.witness import WK_RECURSIVE, WK_RELEASE_NOT_OWNER, witness
+from harness.witness import WK_NOT_HELD, WK_RECURSIVE, WK_RELEASE_NOT_OWNER, witness
 
 
 # ---------------------------------------------------------------- which lock row guards what
@@ -62,6 +63,30 @@ def capture_lock(z, lst):
 def pool_lock(z):
     """The workers' page-cache pool lock."""
     return z[meta_row(z), M_POOL0]
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def list_lock(z, lst):
+    """The lock that guards list `lst`'s links, head and count: a per-CPU list's pcp lock
+    in both schemes; else the zone lock in the zone scheme, the area or capture lock in
+    the fine one."""
+    first_pcp = z[pcp_row(z), PCP_LIST0]
+    if lst >= first_pcp:
+        return z[pcp_row(z), PCP_LOCK0] + (lst - first_pcp) // PCP_ORDERS
+    if zone_scheme(z):
+        return zone_lock(z)
+    return area_lock(z, lst) if lst < NAREAS else capture_lock(z, lst)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def assert_list_locked(z, t, me, lst):
+    """`lockdep_assert_held` for list `lst`, when lockdep is on: `me` must hold the lock
+    that guards it (a witness finding names the list, the lock and its holder)."""
+    if z[flags_row(z), F_LOCKDEP] != 0:
+        lk = list_lock(z, lst)
+        owner = z[lk, L_OWNER]
+        if owner != me + 1:
+            witness(z, t, me, WK_NOT_HELD, lk, owner - 1, lst)
 
 
 # ---------------------------------------------------------------- every scheme

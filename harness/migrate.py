@@ -144,13 +144,13 @@ def isolate_range(z, t, me, lst, base, order):
             alk = area_lock(z, o)
             if not fine_lock(z, t, me, alk, H.S_ISOLATE_AREA):
                 return Z.ABORTED
-            Z.unlink(z, o, p)
+            Z.unlink(z, t, me, o, p)
             fine_unlock(z, t, me, alk)
             z[p, PG_STATE] = CAPTURED
             lk = capture_lock(z, lst)
             if not fine_lock(z, t, me, lk, H.S_ISOLATE_CAPTURE):
                 return Z.ABORTED
-            Z.push_head(z, lst, p)
+            Z.push_head(z, t, me, lst, p)
             z[Z.lrow(z, lst), LS_MERGED] += 1 << o
             fine_unlock(z, t, me, lk)
             moved += 1 << o

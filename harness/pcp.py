@@ -146,7 +146,7 @@ def pcp_free(z, t, me, pfn, order):
     lst = pcp_list(z, me, order)
     row = Z.lrow(z, lst)
     put(z, t, me, lst, pfn, order)
-    Z.push_head(z, lst, pfn)
+    Z.push_head(z, t, me, lst, pfn)
     count_late = fault(z, F.FAULT_PCP_COUNT_OUTSIDE_LOCK)
     n = z[row, LS_COUNT]
     if count_late:
@@ -216,7 +216,7 @@ def refill(z, t, me, lst, order):
             break
         put(z, t, me, lst, pfn, order)
         if tail < 0:
-            Z.push_head(z, lst, pfn)
+            Z.push_head(z, t, me, lst, pfn)
         else:
             z[tail, PG_NEXT] = pfn
             z[pfn, PG_PREV] = tail
@@ -275,10 +275,11 @@ def put(z, t, me, lst, pfn, order):
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def take(z, t, me, lst, pfn, order):
     """Unlink PCP head `pfn` from list `lst`; it becomes ALLOC, owned by `me`."""
-    Z.unlink(z, lst, pfn)
+    Z.unlink(z, t, me, lst, pfn)
     z[pfn, PG_STATE] = ALLOC
     z[pfn, PG_OWNER] = me
     if z[flags_row(z), F_OWNERSHIP] != 0:
-        old = unpark(z, pfn, pcp_claim(order))
-        if old != pcp_claim(order):
-            violation(z, t, me, K_PCP_CLAIM, pfn, order, pfn, pcp_claim(order), old)
+        parked = pcp_claim(order)
+        old = unpark(z, pfn, parked)
+        if old != parked:
+            violation(z, t, me, K_PCP_CLAIM, pfn, order, pfn, parked, old)

@@ -9,7 +9,11 @@ on the cache line the lock word already brought in):
               does not hold (held by another thread, or by nobody);
     recursive a thread about to wait for a lock it already holds would wait for
               itself forever: reported as recursive locking, and the wait is
-              not entered (the thread is marked aborted, like an aborted wait).
+              not entered (the thread is marked aborted, like an aborted wait);
+    not held  with lockdep on, a list's links are changed only by the holder of
+              the lock that guards them (`lockdep_assert_held`,
+              harness.lockverbs.assert_list_locked): the site field then holds
+              the list's number.
 
 A finding goes to the thread's own witness row (first one kept, all counted),
 which `thread_witness` decodes; the run stops when it stops on violations.
@@ -21,10 +25,11 @@ from harness.atomics import cycle_counter, store_release
 from harness.layout import (CTL_STOP, F_STOP_ON_VIOLATION, T_WITNESS, W_COUNT, W_KIND, W_LOCK,
                             W_OTHER, W_SITE, W_STAMP, ctl_row, flags_row)
 
-WK_EXCLUSION_LOST, WK_RELEASE_NOT_OWNER, WK_RECURSIVE = 1, 2, 3
+WK_EXCLUSION_LOST, WK_RELEASE_NOT_OWNER, WK_RECURSIVE, WK_NOT_HELD = 1, 2, 3, 4
 KIND_NAMES = {WK_EXCLUSION_LOST: "mutual_exclusion_lost",
               WK_RELEASE_NOT_OWNER: "release_by_non_owner",
-              WK_RECURSIVE: "recursive_locking"}
+              WK_RECURSIVE: "recursive_locking",
+              WK_NOT_HELD: "list_changed_without_its_lock"}
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -61,5 +66,8 @@ def describe(w, lock_name, site_name=None):
                 f" was recorded as its owner")
     if w["kind"] == "release_by_non_owner":
         return f"thread {me} released {lock}, which was held by {who}"
+    if w["kind"] == "list_changed_without_its_lock":
+        return (f"thread {me} changed list {w['site']} without holding {lock}, which guards"
+                f" it ({'free' if other < 0 else 'held by thread ' + str(other)})")
     where = f" at {site_name}" if site_name else ""
     return f"recursive locking: thread {me} takes {lock}{where}, which it already holds"

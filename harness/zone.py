@@ -43,8 +43,8 @@ from harness.layout import (ALLOC, CAPTURED, CLOSED, CS_FOUND, CS_MERGED, CS_OTH
                             LS_STATE, LS_WANTED, M_LIST0, M_NCAP, NAREAS, OPEN, PG_LIST, PG_NEXT,
                             PG_ORDER, PG_OWNER, PG_PREV, PG_STATE, PHASE_MASK, TAIL, TOP,
                             T_CAPSTAT, UNUSED, meta_row)
-from harness.lockverbs import (area_lock, block_lock, capture_lock, fine_lock, fine_trylock,
-                               fine_unlock, zone_enter, zone_leave)
+from harness.lockverbs import (area_lock, assert_list_locked, block_lock, capture_lock,
+                               fine_lock, fine_trylock, fine_unlock, zone_enter, zone_leave)
 from harness.tracing import (OP_ALLOC, OP_CAPFINISH, OP_CAPFREE, OP_CAPSTART, OP_CAPTURED,
                              OP_FREE, trace)
 
@@ -98,7 +98,7 @@ def alloc_block(z, t, me, order):
                 fine_unlock(z, t, me, alk)
                 fine_unlock(z, t, me, blk)
                 continue                # it moved while unlocked: look again at this order
-        unlink(z, k, pfn)
+        unlink(z, t, me, k, pfn)
         fine_unlock(z, t, me, alk)
         held = not skip_block_lock
         if held and unlock_early:
@@ -250,7 +250,7 @@ def capture_finish(z, t, me, lst):
                 alk = area_lock(z, z[p, PG_ORDER])
                 if not fine_lock(z, t, me, alk, H.S_PLACE_AREA):
                     return ABORTED
-                push_head(z, z[p, PG_ORDER], p)
+                push_head(z, t, me, z[p, PG_ORDER], p)
                 fine_unlock(z, t, me, alk)
             elif merge_and_place(z, t, me, p, z[p, PG_ORDER], -1, 0) == ABORTED:
                 return ABORTED
@@ -302,7 +302,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
             lk = area_lock(z, order)
             if not fine_lock(z, t, me, lk, H.S_MERGE_AREA):
                 return ABORTED
-            unlink(z, order, buddy)
+            unlink(z, t, me, order, buddy)
             fine_unlock(z, t, me, lk)
             merged += 1 << order        # counts only if it ends on a capture list
         else:
@@ -313,7 +313,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
             if list_phase(z, lst) != OPEN:
                 fine_unlock(z, t, me, lk)
                 break
-            unlink(z, lst, buddy)
+            unlink(z, t, me, lst, buddy)
             if target < 0:
                 target = lst
                 switched = True
@@ -339,7 +339,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
             is_open = z[row, LS_STATE] == use
         if is_open:
             z[pfn, PG_STATE] = CAPTURED
-            push_head(z, target, pfn)
+            push_head(z, t, me, target, pfn)
             if own:
                 z[row, LS_OWN] += pages0
             elif switched:
@@ -356,7 +356,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
     count_after_unlock = fault(z, F.FAULT_COUNT_OUTSIDE_LOCK)
     if not skip_area_lock and not fine_lock(z, t, me, lk, H.S_PLACE_AREA):
         return ABORTED
-    push_head(z, order, pfn)
+    push_head(z, t, me, order, pfn)
     if count_after_unlock:
         z[lrow(z, order), LS_COUNT] -= 1
         if not skip_area_lock:
@@ -385,15 +385,16 @@ def expand(z, t, me, pfn, high, low):
         lk = area_lock(z, high)
         if not fine_lock(z, t, me, lk, H.S_EXPAND_AREA):
             return False
-        push_head(z, high, half)
+        push_head(z, t, me, high, half)
         fine_unlock(z, t, me, lk)
     return True
 
 # ---------------------------------------------------------------- list primitives
-# Caller holds the list's lock and the block lock of `pfn`.
+# Caller holds the list's lock (asserted when lockdep is on) and the block lock of `pfn`.
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def push_head(z, lst, pfn):
+def push_head(z, t, me, lst, pfn):
+    assert_list_locked(z, t, me, lst)
     row = lrow(z, lst)
     old = z[row, LS_HEAD]
     z[pfn, PG_NEXT] = old
@@ -406,7 +407,8 @@ def push_head(z, lst, pfn):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def unlink(z, lst, pfn):
+def unlink(z, t, me, lst, pfn):
+    assert_list_locked(z, t, me, lst)
     nxt, prv = z[pfn, PG_NEXT], z[pfn, PG_PREV]
     row = lrow(z, lst)
     if prv >= 0:

@@ -24,7 +24,7 @@ def test_a_capture_list_that_gains_uncounted_pages_is_caught_at_its_finish():
     lst = zone._lists[c]
     stray = zone.alloc(4)
     z[stray, L.PG_STATE], z[stray, L.PG_LIST] = L.CAPTURED, lst
-    Z.push_head(z, lst, stray)
+    Z.push_head(z, t, 0, lst, stray)
     assert Z.capture_finish(z, t, 0, lst) == stray
     check_capture_balance(z, t, 0, lst)
     (v,) = thread_violations(t, 0)

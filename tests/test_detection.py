@@ -119,6 +119,51 @@ def test_clean_operations_leave_the_witness_silent():
     assert all(thread_witness(t, i) is None for i in range(8))
 
 
+def test_a_list_changed_without_its_lock_names_the_list_the_lock_and_its_holder():
+    """With lockdep on, unlink/push_head assert that the caller holds the list's lock:
+    the area lock (fine scheme), the zone lock (zone scheme), a per-CPU list's pcp lock."""
+    from harness.lockverbs import list_lock
+    for scheme, lock in (("fine", "area[0]"), ("zone", "zone")):
+        z, t = L.new_zone_table(2048, scheme, 4, cpus=2), L.new_thread_table(8)
+        L.Sections(z).flags[L.F_LOCKDEP] = 1
+        pfn = Z.alloc_block(z, t, 1, 0)
+        Z.push_head(z, t, 1, 0, pfn)                    # thread 1 holds no lock
+        assert describe(thread_witness(t, 1), name_of(z)) == \
+            f"thread 1 changed list 0 without holding {lock}, which guards it (free)"
+        assert lock_acquire(z, list_lock(z, 0), 5, t)
+        Z.unlink(z, t, 2, 0, pfn)                       # thread 2, while thread 5 holds it
+        assert describe(thread_witness(t, 2), name_of(z)) == \
+            f"thread 2 changed list 0 without holding {lock}, which guards it (held by thread 5)"
+        Z.push_head(z, t, 5, 0, pfn)                    # the holder: silent
+        assert thread_witness(t, 5) is None
+        first_pcp = int(L.Sections(z).pcp[L.PCP_LIST0])
+        assert name_of(z)(list_lock(z, first_pcp + L.PCP_ORDERS + 1)) == "pcp[1]"
+
+
+@pytest.mark.parametrize("scheme", ["fine", "zone"])
+def test_clean_operations_with_lockdep_leave_the_witness_silent(scheme):
+    """Allocation, frees into a capture list and out of it, per-CPU lists, a drain,
+    an isolated range."""
+    from harness.api import Zone
+    zone = Zone(4096, locking=scheme, lockdep=True, pcp=True, cpus=2)
+    c = zone.capture_start(5)
+    blocks = [(zone.alloc(o, cpu=i % 2), o, i % 2) for i, o in enumerate([0, 3, 5, 9, 1, 0, 2])]
+    for p, o, _ in blocks[2:4]:
+        zone.free(p, o, capture=c)
+    zone.capture_finish(c)
+    for p, o, cpu in blocks[:2] + blocks[4:]:
+        zone.free(p, o, cpu=cpu)
+    zone.drain_pages()
+    inside = zone.alloc(5)                          # migration's isolation lists too
+    iso = zone.isolate(inside & ~63, 6)
+    assert iso is not None
+    zone.free(inside, 5)                            # held on the range's list
+    whole = zone.end_isolation(iso)                 # the range's block, or freed normally
+    if whole is not None:
+        zone.free(whole, 6)
+    assert all(thread_witness(zone.threads, i) is None for i in range(2))
+
+
 # ---------------------------------------------------------------- index -1
 
 def test_a_write_at_index_minus_one_changes_no_flag():

@@ -156,16 +156,25 @@ def _report_bad_stamps(z, t, me, pfn, order, expected, kind, new):
 def restamp(z, t, me, pfn, order, expected, kind, new):
     """Check every page of block (pfn, order) holds `expected` (a `kind` violation for each
     page that does not), and stamp it `new`: one branch-free pass over the block's words
-    in the flat table that stores `found ^ expected ^ new` (`new` where the page was good,
-    so the found value is still recoverable where it was not).  Unsigned indices: no
-    negative-index wrap is tested per word, and LLVM vectorizes the loop."""
-    words = z.reshape(-1)
+    that stores `found ^ expected ^ new` (`new` where the page was good, so the found value
+    is still recoverable where it was not).  Unsigned indices: no negative-index wrap is
+    tested per word.  From order 3 up the pass runs over the flat table, which LLVM
+    vectorizes; below, a vector loop's set-up costs more than the 1..4 words it saves."""
     lo = uint64(stamp_row0(z) * W + pfn)
+    hi = lo + uint64(1 << order)
     bad = 0
-    for i in range(lo, lo + uint64(1 << order)):
-        diff = words[i] ^ expected
-        bad |= diff
-        words[i] = diff ^ new
+    if order < 3:
+        for i in range(lo, hi):
+            r, c = i >> uint64(3), i & uint64(W - 1)
+            diff = z[r, c] ^ expected
+            bad |= diff
+            z[r, c] = diff ^ new
+    else:
+        words = z.reshape(-1)
+        for i in range(lo, hi):
+            diff = words[i] ^ expected
+            bad |= diff
+            words[i] = diff ^ new
     if bad != 0:
         _report_bad_stamps(z, t, me, pfn, order, expected, kind, new)
 
