@@ -59,8 +59,8 @@ def word_order(word):
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def _group(z, g):
-    """(row, column) of group g's word."""
-    return group_row0(z) + g // W, g % W
+    """(row, column) of group g's word (g >= 0: shifts, not a signed division)."""
+    return group_row0(z) + (g >> 3), g & (W - 1)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
