@@ -55,12 +55,7 @@ def trial(cfg, warm_s):
 
 def fault_needs(fault, template):
     """Config changes a fault's trials use: its declared workload (a policy it acts in)."""
-    if not fault:
-        return {}
-    out = {k: dict(v) if k.endswith("_mix") else v for k, v in fault.workload}
-    if fault.policies and out.get("reclaim_policy", template.policy) not in fault.policies:
-        out["reclaim_policy"] = fault.policies[0]
-    return out
+    return F.workload_settings(fault, template.policy) if fault else {}
 
 
 def percentile(values, q):

@@ -10,6 +10,8 @@ mask, from harness.hierarchy) stops the run at once when it stops on
 violations, so an inversion is reported when it is first seen, not when it
 deadlocks.  A thread whose lock wait was aborted records nothing more: its
 held stack is stale, and what it does next is not the allocator's locking.
+These are called only when lockdep is on, and are not inlined into the lock verbs,
+so with lockdep off a lock site carries one flag test, not their loops.
 """
 
 from numba import njit
@@ -40,7 +42,7 @@ def _push(t, me, lk):
     t[me, T_STATE, T_NHELD] = n + 1
 
 
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def lockdep_note(z, t, me, lk, site):
     """About to wait for lock `lk`: record class edges held -> lk's class, push lk."""
     if t[me, T_AUX, A_ABORTED] != 0:
@@ -53,7 +55,7 @@ def lockdep_note(z, t, me, lk, site):
     _push(t, me, lk)
 
 
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def lockdep_note_try(z, t, me, lk):
     """A trylock succeeded: push lk, but add no edge (a trylock waits for nobody)."""
     if t[me, T_AUX, A_ABORTED] == 0:
@@ -67,7 +69,7 @@ def _unheld(t, me):
     t[me, T_STATE, T_LOCKDEP_ERR] += 1
 
 
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def lockdep_forget(z, t, me, lk):
     """Pop lk from the held stack (any position); count an unlock of a lock not held."""
     if t[me, T_AUX, A_ABORTED] != 0:

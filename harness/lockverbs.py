@@ -21,12 +21,16 @@ from numba import njit
 
 from harness import hierarchy as H
 from harness.chaos import chaos
-from harness.layout import (A_ABORTED, F_LOCKDEP, M_AREA0, M_BLOCK0, M_CAP0, M_POOL0, M_SCHEME,
-                            NAREAS, PCP_LIST0, PCP_LOCK0, PCP_ORDERS, SCHEME_ZONE, T_AUX, TOP,
-                            flags_row, meta_row, pcp_row)
+from harness.layout import (A_ABORTED, F_LOCKDEP, LS_OWNER, LS_STATE, M_AREA0, M_BLOCK0, M_CAP0,
+                            M_LIST0, M_POOL0, M_SCHEME, NAREAS, OPEN, PCP_LIST0, PCP_LOCK0,
+                            PCP_ORDERS, PHASE_MASK, SCHEME_ZONE, T_AUX, TOP, flags_row, meta_row,
+                            pcp_row)
+from harness.isolate import MODE_SHIFT
 from harness.lockdep_record import lockdep_forget, lockdep_note, lockdep_note_try
 from harness.locks import L_OWNER, lock_acquire, lock_release, lock_try
-from harness.witness import WK_NOT_HELD, WK_RECURSIVE, WK_RELEASE_NOT_OWNER, witness
+from harness.witness import WK_NOT_HELD, WK_NOT_OPEN, WK_RECURSIVE, WK_RELEASE_NOT_OWNER, witness
+
+OWNER_MASK = (1 << MODE_SHIFT) - 1      # a capture list's LS_OWNER: owner slot | mode | base
 
 
 # ---------------------------------------------------------------- which lock row guards what
@@ -81,12 +85,22 @@ def list_lock(z, lst):
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def assert_list_locked(z, t, me, lst):
     """`lockdep_assert_held` for list `lst`, when lockdep is on: `me` must hold the lock
-    that guards it (a witness finding names the list, the lock and its holder)."""
+    that guards it (a witness finding names the list, the lock and its holder).  A
+    capture list must also be OPEN: once its owner has CLOSED it, its chain is the
+    owner's alone (and an UNUSED row has no chain)."""
     if z[flags_row(z), F_LOCKDEP] != 0:
-        lk = list_lock(z, lst)
-        owner = z[lk, L_OWNER]
-        if owner != me + 1:
-            witness(z, t, me, WK_NOT_HELD, lk, owner - 1, lst)
+        _assert_list_locked(z, t, me, lst)
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _assert_list_locked(z, t, me, lst):
+    lk = list_lock(z, lst)
+    owner = z[lk, L_OWNER]
+    if owner != me + 1:
+        witness(z, t, me, WK_NOT_HELD, lk, owner - 1, lst)
+    row = z[meta_row(z), M_LIST0] + lst
+    if NAREAS <= lst < z[pcp_row(z), PCP_LIST0] and z[row, LS_STATE] & PHASE_MASK != OPEN:
+        witness(z, t, me, WK_NOT_OPEN, capture_lock(z, lst), z[row, LS_OWNER] & OWNER_MASK, lst)
 
 
 # ---------------------------------------------------------------- every scheme

@@ -32,7 +32,7 @@ import os
 import tomllib
 
 from harness.config import ConfigError, RunConfig, from_dict
-from harness.faults import BY_NAME, FAULTS
+from harness.faults import BY_NAME, FAULTS, workload_settings
 
 AXES = ("locking", "threads", "reclaimers", "chaos", "lockdep", "capture")
 DEFAULT_TOML = """\
@@ -182,12 +182,15 @@ def cell_name(values):
 
 def canary_settings(matrix, fault):
     """A canary's settings: fine locking, lockdep on, chaos where the window is narrow,
-    per-CPU lists for their own faults only (harness.faults.Fault.pcp)."""
+    per-CPU lists for their own faults only (harness.faults.Fault.pcp), and the fault's
+    declared workload and reclaim policy (harness.faults.workload_settings)."""
     f = BY_NAME[fault]
-    return {**BASE_DEFAULTS, **matrix.base, "threads": 2, "reclaimers": 1,
-            "locking": "fine" if "fine" in f.schemes else f.schemes[0], "lockdep": True,
-            "fault": fault, "chaos": 0.02 if f.narrow else 0.0, "check_ms": 50,
-            "stall_s": 2.0, "pcp": f.pcp}
+    out = {**BASE_DEFAULTS, **matrix.base, "threads": 2, "reclaimers": 1,
+           "locking": "fine" if "fine" in f.schemes else f.schemes[0], "lockdep": True,
+           "fault": fault, "chaos": 0.02 if f.narrow else 0.0, "check_ms": 50,
+           "stall_s": 2.0, "pcp": f.pcp}
+    policy = out.get("reclaim_policy") or ("capture" if out.get("capture", True) else "off")
+    return {**out, **workload_settings(f, policy)}
 
 
 def show(matrix):

@@ -11,6 +11,15 @@ when it is done unless a work folder was given.  Mutants run interleaved by
 operator, declared equivalents last (`run_order`).  The unmutated code runs the
 same trials first as the control: a kill there would make every kill suspect.
 
+Trials alternate between two workloads (`workloads`): even trials run the
+template (one reclaimer beside the allocators), odd ones one thread more and
+two reclaimers.  On a machine with as many cores as the template has threads
+the odd trials are oversubscribed: the OS preempts a thread anywhere, for a
+whole time slice, between a check and its act, and two reclaimers' capture
+lists race with each other's frees and finishes.  A merge that skips its
+re-check of a capture list's phase escaped every 2-thread trial and was caught
+in every 3-thread, 2-reclaimer one (README, "Lock mutants").
+
 The result (schema `buddy-stress-mutants`) is rewritten atomically after
 every batch, so an interrupted campaign keeps every finished mutant.
 """
@@ -35,6 +44,12 @@ COMPILE_TIMEOUT_S = 1800.0      # one cold compile of every kernel: ~3 min alone
 KILLING = (T.VIOLATIONS, T.HANG, T.CRASH, T.TIMEOUT)
 CONTROL = "control"
 COMPILE_CODE = "from harness.runner import warm_up; print(round(warm_up(), 2))"
+
+
+def workloads(template):
+    """The trial workloads, used in turn: the template, then one thread more and two
+    reclaimers."""
+    return (template, dataclasses.replace(template, threads=template.threads + 1, reclaimers=2))
 
 
 def select(mutants, only):
@@ -107,11 +122,15 @@ class Campaign:
                     "machine": {"cores": os.cpu_count(), "load_avg_start": _load()},
                     "control": {}, "mutants": [], "interrupted": False, "summary": {}}
         self.configs = {}
+        self.workloads = workloads(template)
+        self.out["config"]["odd_trials"] = {"threads": self.workloads[1].threads,
+                                            "reclaimers": self.workloads[1].reclaimers}
 
     # ---------------------------------------------------------------- plan pieces
 
     def _cfg(self, scheme, k):
-        return dataclasses.replace(self.template, locking=scheme, seed=self.template.seed + k)
+        w = self.workloads[k % len(self.workloads)]
+        return dataclasses.replace(w, locking=scheme, seed=self.template.seed + k)
 
     def _trial(self, tid, scheme, k, root="", env=()):
         cfg = self._cfg(scheme, k)
@@ -369,7 +388,9 @@ def render(out):
              f" median time to detection {_fmt(s['median_ttd_s'])}, p90 {_fmt(s['p90_ttd_s'])}",
              "",
              f"{s['generated']} mutants of {', '.join(c['files'])}; {s['run']} run, up to"
-             f" {c['trials']} trial(s) of {c['budget_s']:g}s per scheme, {c['threads']} threads,"
+             f" {c['trials']} trial(s) of {c['budget_s']:g}s per scheme, {c['threads']} threads"
+             + (f" ({odd['threads']} threads, {odd['reclaimers']} reclaimers in odd trials)"
+                if (odd := c.get("odd_trials")) else "") + ","
              f" chaos {c['chaos']:g}, seed {c['seed']}; {s['no_scheme']} take effect in no"
              f" scheme; elapsed {out.get('elapsed_s', 0):.0f}s on {out['machine']['cores']}"
              f" cores (load {out['machine'].get('load_avg_start')} at start,"

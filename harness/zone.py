@@ -284,6 +284,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
     merged = 0                          # pages merged in from outside `target`
     skip_order_check = fault(z, F.FAULT_STALE_BUDDY_ORDER)
     ignore_captured = fault(z, F.FAULT_IGNORE_CAPTURED_BUDDY)
+    merge_closed = fault(z, F.FAULT_MERGE_CLOSED_CAPTURE)
     while order < TOP:
         buddy = pfn ^ (1 << order)
         st = z[buddy, PG_STATE]
@@ -310,7 +311,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
             lk = capture_lock(z, lst)
             if not fine_lock(z, t, me, lk, H.S_MERGE_CAPTURE):
                 return ABORTED
-            if list_phase(z, lst) != OPEN:
+            if list_phase(z, lst) != OPEN and not merge_closed:
                 fine_unlock(z, t, me, lk)
                 break
             unlink(z, t, me, lst, buddy)

@@ -140,6 +140,32 @@ def test_a_list_changed_without_its_lock_names_the_list_the_lock_and_its_holder(
         assert name_of(z)(list_lock(z, first_pcp + L.PCP_ORDERS + 1)) == "pcp[1]"
 
 
+@pytest.mark.parametrize("fault", [False, True])
+def test_a_merge_from_a_closed_capture_list_is_named(fault):
+    """A captured block whose list its owner has CLOSED belongs to the finishing owner:
+    a merge re-checks under the capture lock and leaves it; the seeded fault skips the
+    re-check, and lockdep's list assertion names the list, its lock and its owner."""
+    from harness import faults as F
+    z, t = zone_and_threads()
+    sec = L.Sections(z)
+    sec.flags[L.F_LOCKDEP] = 1
+    sec.flags[L.F_FAULT] = F.FAULT_MERGE_CLOSED_CAPTURE if fault else F.NO_FAULT
+    lst = Z.capture_start(z, t, 0, 5)
+    first, buddy = Z.alloc_block(z, t, 0, 4), Z.alloc_block(z, t, 1, 4)
+    assert buddy == first ^ 16
+    Z.free_block(z, t, 0, first, 4, lst)                # captured on thread 0's list
+    row = Z.lrow(z, lst)
+    z[row, L.LS_STATE] = z[row, L.LS_STATE] & ~L.PHASE_MASK | L.CLOSED   # being finished
+    Z.free_block(z, t, 1, buddy, 4, -1)
+    if not fault:
+        assert thread_witness(t, 1) is None
+        assert z[first, L.PG_STATE] == L.CAPTURED and z[buddy, L.PG_STATE] == L.FREE
+        return
+    assert describe(thread_witness(t, 1), name_of(z)) == (
+        f"thread 1 changed capture list {lst} while it is not open (closed by its finishing"
+        f" owner, or unused), under capture[0]; its last owner is thread 0")
+
+
 @pytest.mark.parametrize("scheme", ["fine", "zone"])
 def test_clean_operations_with_lockdep_leave_the_witness_silent(scheme):
     """Allocation, frees into a capture list and out of it, per-CPU lists, a drain,

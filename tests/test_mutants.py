@@ -327,6 +327,7 @@ def test_campaign_kill_matrix_and_survivors(real, cheap_compile, tmp_path):
     assert os.path.isdir(tmp_path / "work" / "drop-lock_free_block_blk" / "src")   # kept
     text = MC.render(out)
     assert "| `drop-lock/free_block/blk` | drop-lock | free_block |" in text
+    assert "2 threads (3 threads, 2 reclaimers in odd trials)," in text
     assert "GAP" in text and "FINDING: real gaps" in text
 
 
@@ -468,3 +469,11 @@ def test_mutants_are_built_from_the_snapshot_taken_at_the_start(real, cheap_comp
     assert (tree / "harness" / "zone.py").read_text() == chosen[0].source
     assert (tree / "workers" / "allocator.py").read_text() == \
         open(os.path.join(ROOT, "workers", "allocator.py")).read()
+
+
+def test_odd_trials_run_one_thread_more_and_two_reclaimers():
+    camp = MC.Campaign([], template(), 2, None, 1, None, print, lambda out: None, 1)
+    even, odd = camp._cfg("fine", 0), camp._cfg("zone", 1)
+    assert (even.threads, even.reclaimers, odd.threads, odd.reclaimers) == (2, 1, 3, 2)
+    assert (even.seed, odd.seed, odd.locking) == (7, 8, "zone")
+    assert camp.out["config"]["odd_trials"] == {"threads": 3, "reclaimers": 2}

@@ -219,3 +219,15 @@ def test_merge_refuses_shards_of_different_nights(tmp_path, capsys):
     assert status == 2
     assert "different nights" in capsys.readouterr().err
     assert not (tmp_path / "h.sqlite").exists()
+
+
+def test_every_canary_of_the_default_matrix_is_a_valid_run_with_its_faults_workload():
+    """A canary runs where its fault acts: its declared workload and reclaim policy."""
+    from harness import matrix as M
+    from harness.config import from_dict
+    m = M.load(None, 2)
+    cfgs = {f: from_dict({**M.canary_settings(m, f), "seconds": 1, "seed": 1})
+            for f in m.canary_faults}
+    assert (cfgs["merge-closed-capture"].threads, cfgs["merge-closed-capture"].reclaimers) == (3, 2)
+    assert cfgs["migrate-no-freeze"].policy == "migrate"
+    assert (cfgs["free-no-block-lock"].threads, cfgs["free-no-block-lock"].policy) == (2, "capture")
