@@ -54,7 +54,7 @@ def trial(cfg, warm_s):
 
 
 def fault_needs(fault, template):
-    """Config changes a fault's trials use: its declared workload (a policy it acts in)."""
+    """Config changes a fault's trials use (harness.faults.workload_settings)."""
     return F.workload_settings(fault, template.policy) if fault else {}
 
 
@@ -235,7 +235,8 @@ def table(campaign):
     cfg = campaign["config"]
     lines += ["", f"Trials: {cfg['budget_s']:g} s each, {cfg['threads']} threads,"
               f" {cfg['pages']} pages, quiescent checks every {cfg['check_ms']} ms (the"
-              f" invariants detector's time resolution), watchdog after {cfg['stall_s']:g} s."]
+              f" invariants detector's time resolution), watchdog after {cfg['stall_s']:g} s;"
+              " a fault's declared workload (threads, reclaimers, policy) replaces these."]
     if n >= MIN_TRIALS_FOR_BOUND:
         lines.append(f"A clean result means 0 failures in {n} trials per mode: at 95% confidence"
                      f" the per-trial failure probability is below 3/{n} = {3 / n:.2f}"

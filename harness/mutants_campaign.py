@@ -18,7 +18,7 @@ the odd trials are oversubscribed: the OS preempts a thread anywhere, for a
 whole time slice, between a check and its act, and two reclaimers' capture
 lists race with each other's frees and finishes.  A merge that skips its
 re-check of a capture list's phase escaped every 2-thread trial and was caught
-in every 3-thread, 2-reclaimer one (README, "Lock mutants").
+in every 3-thread, 2-reclaimer one (README, "Controlled scheduling").
 
 The result (schema `buddy-stress-mutants`) is rewritten atomically after
 every batch, so an interrupted campaign keeps every finished mutant.
