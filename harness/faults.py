@@ -63,11 +63,11 @@ FAULTS = (
     Fault(FAULT_FREE_NO_BLOCK_LOCK, "free-no-block-lock",
           "free_block coalesces without taking the order-10 block lock",
           "two frees in one block merge the same buddy twice: lists and page states corrupt",
-          ("invariants", "ownership", "poison"), False, ("fine",)),
+          ("invariants", "ownership", "poison", "witness"), False, ("fine",)),
     Fault(FAULT_ALLOC_NO_BLOCK_LOCK, "alloc-no-block-lock",
           "alloc_block splits and marks the head without the block lock (trylock skipped)",
           "a concurrent free in the block merges with halves being published",
-          ("invariants", "ownership", "poison"), True, ("fine",)),
+          ("invariants", "ownership", "poison", "witness"), True, ("fine",)),
     Fault(FAULT_PUSH_NO_AREA_LOCK, "push-no-area-lock",
           "merge_and_place links the freed block into its free list without the area lock",
           "racing list updates lose or cross-link blocks",
@@ -120,7 +120,7 @@ FAULTS = (
           "alloc_block drops the block lock as soon as the head is off its list, before it"
           " splits and marks it",
           "a free in the same block merges with halves that are still being published",
-          ("invariants", "ownership", "poison"), True, ("fine",)),
+          ("invariants", "ownership", "poison", "witness"), True, ("fine",)),
     Fault(FAULT_UNLOCK_NO_WAKE, "unlock-no-wake",
           "lock_release clears a contended lock word but skips the futex wake",
           "a sleeper waits on a free lock: a lost wakeup (the thread stalls until another"

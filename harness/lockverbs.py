@@ -28,7 +28,8 @@ from harness.layout import (A_ABORTED, F_LOCKDEP, LS_OWNER, LS_STATE, M_AREA0, M
 from harness.isolate import MODE_SHIFT
 from harness.lockdep_record import lockdep_forget, lockdep_note, lockdep_note_try
 from harness.locks import L_OWNER, lock_acquire, lock_release, lock_try
-from harness.witness import WK_NOT_HELD, WK_NOT_OPEN, WK_RECURSIVE, WK_RELEASE_NOT_OWNER, witness
+from harness.witness import (WK_BLOCK_NOT_HELD, WK_NOT_HELD, WK_NOT_OPEN, WK_RECURSIVE,
+                             WK_RELEASE_NOT_OWNER, witness)
 
 OWNER_MASK = (1 << MODE_SHIFT) - 1      # a capture list's LS_OWNER: owner slot | mode | base
 
@@ -101,6 +102,22 @@ def _assert_list_locked(z, t, me, lst):
     row = z[meta_row(z), M_LIST0] + lst
     if NAREAS <= lst < z[pcp_row(z), PCP_LIST0] and z[row, LS_STATE] & PHASE_MASK != OPEN:
         witness(z, t, me, WK_NOT_OPEN, capture_lock(z, lst), z[row, LS_OWNER] & OWNER_MASK, lst)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def assert_block_locked(z, t, me, pfn):
+    """`lockdep_assert_held` for the pages of `pfn`, when lockdep is on: `me` must hold the
+    lock of its order-10 block (the zone lock in the zone scheme)."""
+    if z[flags_row(z), F_LOCKDEP] != 0:
+        _assert_block_locked(z, t, me, pfn)
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _assert_block_locked(z, t, me, pfn):
+    lk = zone_lock(z) if zone_scheme(z) else block_lock(z, pfn)
+    owner = z[lk, L_OWNER]
+    if owner != me + 1:
+        witness(z, t, me, WK_BLOCK_NOT_HELD, lk, owner - 1, pfn)
 
 
 # ---------------------------------------------------------------- every scheme

@@ -25,12 +25,14 @@ from harness.atomics import cycle_counter, store_release
 from harness.layout import (CTL_STOP, F_STOP_ON_VIOLATION, T_WITNESS, W_COUNT, W_KIND, W_LOCK,
                             W_OTHER, W_SITE, W_STAMP, ctl_row, flags_row)
 
-WK_EXCLUSION_LOST, WK_RELEASE_NOT_OWNER, WK_RECURSIVE, WK_NOT_HELD, WK_NOT_OPEN = 1, 2, 3, 4, 5
+(WK_EXCLUSION_LOST, WK_RELEASE_NOT_OWNER, WK_RECURSIVE, WK_NOT_HELD, WK_NOT_OPEN,
+ WK_BLOCK_NOT_HELD) = 1, 2, 3, 4, 5, 6
 KIND_NAMES = {WK_EXCLUSION_LOST: "mutual_exclusion_lost",
               WK_RELEASE_NOT_OWNER: "release_by_non_owner",
               WK_RECURSIVE: "recursive_locking",
               WK_NOT_HELD: "list_changed_without_its_lock",
-              WK_NOT_OPEN: "capture_list_changed_while_not_open"}
+              WK_NOT_OPEN: "capture_list_changed_while_not_open",
+              WK_BLOCK_NOT_HELD: "block_changed_without_its_lock"}
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -70,6 +72,9 @@ def describe(w, lock_name, site_name=None):
     if w["kind"] == "list_changed_without_its_lock":
         return (f"thread {me} changed list {w['site']} without holding {lock}, which guards"
                 f" it ({'free' if other < 0 else 'held by thread ' + str(other)})")
+    if w["kind"] == "block_changed_without_its_lock":
+        return (f"thread {me} changed the pages of pfn {w['site']} without holding {lock}, which"
+                f" guards them ({'free' if other < 0 else 'held by thread ' + str(other)})")
     if w["kind"] == "capture_list_changed_while_not_open":
         return (f"thread {me} changed capture list {w['site']} while it is not open (closed by"
                 f" its finishing owner, or unused), under {lock}; its last owner is {who}")

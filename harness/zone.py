@@ -43,8 +43,9 @@ from harness.layout import (ALLOC, CAPTURED, CLOSED, CS_FOUND, CS_MERGED, CS_OTH
                             LS_STATE, LS_WANTED, M_LIST0, M_NCAP, NAREAS, OPEN, PG_LIST, PG_NEXT,
                             PG_ORDER, PG_OWNER, PG_PREV, PG_STATE, PHASE_MASK, TAIL, TOP,
                             T_CAPSTAT, UNUSED, meta_row)
-from harness.lockverbs import (area_lock, assert_list_locked, block_lock, capture_lock,
-                               fine_lock, fine_trylock, fine_unlock, zone_enter, zone_leave)
+from harness.lockverbs import (area_lock, assert_block_locked, assert_list_locked, block_lock,
+                               capture_lock, fine_lock, fine_trylock, fine_unlock, zone_enter,
+                               zone_leave)
 from harness.tracing import (OP_ALLOC, OP_CAPFINISH, OP_CAPFREE, OP_CAPSTART, OP_CAPTURED,
                              OP_FREE, trace)
 
@@ -278,6 +279,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
     pages) change only under its own capture lock, when the block is placed.
     Returns the pages this free added to a capture list it did not start on, or ABORTED.
     """
+    assert_block_locked(z, t, me, pfn)
     pages0 = 1 << order
     own = target >= 0                   # the owner's own free into its list
     switched = False
@@ -378,6 +380,7 @@ def expand(z, t, me, pfn, high, low):
     Caller holds pfn's block lock (all halves lie in that order-10 block).
     Returns False if the run aborted.
     """
+    assert_block_locked(z, t, me, pfn)
     while high > low:
         high -= 1
         half = pfn + (1 << high)
@@ -391,7 +394,8 @@ def expand(z, t, me, pfn, high, low):
     return True
 
 # ---------------------------------------------------------------- list primitives
-# Caller holds the list's lock (asserted when lockdep is on) and the block lock of `pfn`.
+# Caller holds the list's lock and the block lock of `pfn` (both asserted when lockdep is
+# on: the list's here, the block's by merge_and_place and expand, which change pages).
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def push_head(z, t, me, lst, pfn):

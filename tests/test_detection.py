@@ -166,6 +166,22 @@ def test_a_merge_from_a_closed_capture_list_is_named(fault):
         f" owner, or unused), under capture[0]; its last owner is thread 0")
 
 
+def test_a_merge_or_split_without_the_block_lock_names_the_pfn_and_the_lock():
+    """With lockdep on, merge_and_place and expand assert that the caller holds the block
+    lock of the pages they change: a free that skips it is named on its first merge."""
+    from harness import faults as F
+    z, t = zone_and_threads()
+    sec = L.Sections(z)
+    sec.flags[L.F_LOCKDEP] = 1
+    pfn = Z.alloc_block(z, t, 1, 3)
+    assert thread_witness(t, 1) is None                 # expand under the block lock
+    sec.flags[L.F_FAULT] = F.FAULT_FREE_NO_BLOCK_LOCK
+    assert Z.free_block(z, t, 1, pfn, 3, -1) == 0
+    assert describe(thread_witness(t, 1), name_of(z)) == (
+        f"thread 1 changed the pages of pfn {pfn} without holding block[{pfn >> 10}], which guards"
+        f" them (free)")
+
+
 @pytest.mark.parametrize("scheme", ["fine", "zone"])
 def test_clean_operations_with_lockdep_leave_the_witness_silent(scheme):
     """Allocation, frees into a capture list and out of it, per-CPU lists, a drain,

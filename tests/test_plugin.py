@@ -92,7 +92,8 @@ def test_fixture_outcomes(pytester, harness_env, warmed):
     text = section(out, "test_page_violations")
     # (Corrupted lists can also stall a worker: then the verdict is HANG.)
     assert re.search(r"lockorder.stress: verdict (VIOLATIONS|HANG)", text), text
-    assert any(f"  {d}:" in text for d in ("ownership", "poison", "invariants", "watchdog")), text
+    assert any(f"  {d}:" in text for d in ("ownership", "poison", "invariants", "watchdog",
+                                           "witness")), text
     assert "reproduce: python -m harness stress" in text and "--fault free-no-block-lock" in text
     assert "Traceback" not in text
 
