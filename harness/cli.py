@@ -7,6 +7,7 @@ bad input or a full disk.  Exit statuses live in harness.verdict.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -169,6 +170,9 @@ def build_parser():
                          help="seeds per cell (default: as many as the budget fits)")
     nightly.add_argument("--trial-seconds", type=_positive_seconds, default=None,
                          help="fix each cell trial's length (default: fitted to the budget)")
+    nightly.add_argument("--mutants", type=_at_least(0, 100), default=None, metavar="N",
+                         help="lock mutants a night, in rotation (default: the matrix's"
+                         " [mutants] per_night; the built-in matrix runs 1; 0: none)")
     nightly.add_argument("--repro", type=_at_least(0, 20), default=3,
                          help="re-runs of the first trial of each new bucket (default 3)")
     nightly.add_argument("--out", help="output folder (default reports/nightly-<time>)")
@@ -450,9 +454,7 @@ def cmd_mutants(args):
                                                       MU.counts(chosen).items()))
         return 0
     try:
-        template = RunConfig(threads=args.threads, reclaimers=1, seconds=args.budget,
-                             seed=args.seed, pages=args.pages, lockdep=True, chaos=args.chaos,
-                             check_ms=50, stall_s=2.0)
+        template = MC.template(args.budget, args.seed, args.threads, args.pages, args.chaos)
     except ConfigError as err:
         raise UsageError(str(err)) from None
     if args.scheduler and not args.work_dir:
@@ -515,6 +517,8 @@ def cmd_nightly(args):
         if args.paths:
             raise UsageError(f"unexpected argument {args.paths[0]!r}")
         matrix = M.load(args.matrix)
+        if args.mutants is not None:
+            matrix = dataclasses.replace(matrix, mutants_per_night=args.mutants)
         if args.show_matrix:
             print(M.show(matrix))
             return 0

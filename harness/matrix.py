@@ -21,6 +21,13 @@ A matrix is a TOML file (read with `tomllib`) or the built-in default:
     runs = 2
     faults = "all"               # or a list of names
 
+    [mutants]                    # lock mutants (harness.mutants), in rotation
+    per_night = 1                # how many a night: each is a build of its own
+    trials = 2                   # per mutant and scheme, stopping at the first kill
+
+Without a [mutants] table a matrix runs none; the built-in one runs one a
+night, so the whole set comes round every few weeks (`nightly.pick_mutants`).
+
 Keys are RunConfig field names.  A cell's name is built from the declared
 values ("fine-t4x-r1-chaos0.02-lockdep-capture"), never from a seed or a
 time, so it is stable across nights, machines and shards.
@@ -53,6 +60,10 @@ stall_s = 3.0
 [canaries]
 runs = 2
 faults = "all"
+
+[mutants]
+per_night = 1                # one lock mutant a night, in rotation (about 6 min to compile)
+trials = 2
 """
 BASE_DEFAULTS = {"pages": 16384, "check_ms": 100, "stall_s": 3.0}
 
@@ -73,6 +84,8 @@ class Matrix:
     cells: tuple
     canary_faults: tuple
     canary_runs: int
+    mutants_per_night: int
+    mutant_trials: int
     base: dict
     source: str                 # "built-in" or the file path
     text: str
@@ -97,10 +110,10 @@ def load(path=None, cores=None):
 
 
 def build(data, source, text, cores):
-    unknown = set(data) - {"axes", "base", "exclude", "canaries"}
+    unknown = set(data) - {"axes", "base", "exclude", "canaries", "mutants"}
     if unknown:
         raise MatrixError(f"matrix {source}: unknown table {sorted(unknown)[0]!r}"
-                          " (use axes, base, exclude, canaries)")
+                          " (use axes, base, exclude, canaries, mutants)")
     axes = data.get("axes", {})
     base = {**(BASE_DEFAULTS if source == "built-in" else {}), **data.get("base", {})}
     if not isinstance(axes, dict) or not axes:
@@ -140,15 +153,25 @@ def build(data, source, text, cores):
     if not cells:
         raise MatrixError(f"matrix {source}: every cell is excluded")
     canaries = data.get("canaries", {})
-    runs = canaries.get("runs", 2)
-    if isinstance(runs, bool) or not isinstance(runs, int) or not 0 <= runs <= 100:
-        raise MatrixError(f"matrix {source}: canaries.runs must be an integer in 0..100")
+    runs = _count(canaries.get("runs", 2), 0, 100, "canaries.runs", source)
     faults = canaries.get("faults", "all")
     faults = [f.name for f in FAULTS] if faults == "all" else faults
     if not isinstance(faults, list) or any(f not in BY_NAME for f in faults):
         bad = [f for f in faults if f not in BY_NAME] if isinstance(faults, list) else [faults]
         raise MatrixError(f"matrix {source}: unknown canary fault {bad[0]!r}")
-    return Matrix(tuple(cells), tuple(faults) if runs else (), runs, base, source, text)
+    mutants = data.get("mutants", {})
+    if not isinstance(mutants, dict) or set(mutants) - {"per_night", "trials"}:
+        raise MatrixError(f"matrix {source}: [mutants] takes per_night and trials")
+    per_night = _count(mutants.get("per_night", 0), 0, 100, "mutants.per_night", source)
+    mutant_trials = _count(mutants.get("trials", 2), 1, 100, "mutants.trials", source)
+    return Matrix(tuple(cells), tuple(faults) if runs else (), runs, per_night, mutant_trials,
+                  base, source, text)
+
+
+def _count(value, lo, hi, what, source):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise MatrixError(f"matrix {source}: {what} must be an integer in {lo}..{hi}")
+    return value
 
 
 def resolve(key, value, settings, cores, source):
@@ -195,7 +218,8 @@ def canary_settings(matrix, fault):
 
 def show(matrix):
     lines = [f"matrix: {matrix.source}, {len(matrix.cells)} cells;"
-             f" canaries: {len(matrix.canary_faults)} faults x {matrix.canary_runs} runs", ""]
+             f" canaries: {len(matrix.canary_faults)} faults x {matrix.canary_runs} runs;"
+             f" lock mutants: {matrix.mutants_per_night} a night, in rotation", ""]
     for c in matrix.cells:
         s = c.settings
         lines.append(f"  {c.name:<44} threads {s.get('threads', '-')}"

@@ -36,7 +36,7 @@ import time
 from harness import mutants as MU
 from harness import trials as T
 from harness.campaign import from_record, percentile
-from harness.config import to_argv
+from harness.config import RunConfig, to_argv
 from harness.mutants_equiv import EQUIVALENT
 from harness.result import MUTANTS_SCHEMA, VERSION, to_json, write_atomic, write_new
 
@@ -44,6 +44,13 @@ COMPILE_TIMEOUT_S = 1800.0      # one cold compile of every kernel: ~3 min alone
 KILLING = (T.VIOLATIONS, T.HANG, T.CRASH, T.TIMEOUT)
 CONTROL = "control"
 COMPILE_CODE = "from harness.runner import warm_up; print(round(warm_up(), 2))"
+
+
+def template(seconds=5.0, seed=1, threads=2, pages=1 << 14, chaos=0.02):
+    """The even trials' workload (ConfigError on bad values): one reclaimer, lockdep on,
+    invariant checks every 50 ms, watchdog 2 s."""
+    return RunConfig(threads=threads, reclaimers=1, seconds=seconds, seed=seed, pages=pages,
+                     lockdep=True, chaos=chaos, check_ms=50, stall_s=2.0)
 
 
 def workloads(template):

@@ -4,18 +4,23 @@ Four steps, in this order (each rebuildable from the files of the one before):
 
   1. plan   the matrix cells x rounds, plus every canary fault x its runs, as
             trials with stable ids; a shard keeps every N-th of them; trial
-            lengths come from the budget (`plan`);
+            lengths come from the budget (`plan`), after the night's lock
+            mutants (`pick_mutants`, split over the shards) have their share;
   2. run    the trials on the engine (harness.trials), then re-run once a few
-            times the first trial of every bucket the history does not know;
-            writes `part-<i>-of-<N>.json` (plain files only);
+            times the first trial of every bucket the history does not know,
+            then this shard's mutants (harness.mutants_campaign, with its own
+            control); writes `part-<i>-of-<N>.json` (plain files only);
   3. merge  parts -> one night: buckets, canaries, vacuity, history comparison,
             and the night written to the history database in one transaction;
             writes `night.json`;
   4. render JUnit XML, HTML, markdown and text, all from `night.json`.
 
-Exit status of a night (`exit_status`): 0 no new bucket and every canary
-caught; 1 a new (or reopened) bucket or a performance regression; 5 a canary
-escaped (the harness lost detection power: this wins over 1); 2 bad usage;
+Exit status of a night (`exit_status`): 0 no new bucket, every canary
+caught and every mutant killed or declared equivalent; 1 a new (or reopened)
+bucket, a performance regression, or a mutant finding that is not a lost
+kill (a killed control, a wrong equivalence, a mutant that did not compile);
+5 a canary escaped or a mutant survived undeclared (the harness lost
+detection power: this wins over 1); 2 bad usage;
 128+signal when interrupted; 4 when the reports could not be written.
 """
 
@@ -31,6 +36,8 @@ import time
 from harness import buckets as B
 from harness import history as H
 from harness import matrix as M
+from harness import mutants as MU
+from harness import mutants_campaign as MC
 from harness import trials as T
 from harness.config import from_dict, to_argv
 from harness.faults import BY_NAME
@@ -45,6 +52,7 @@ MIN_TRIAL_S = 1.0
 CANARY_MAX_S = 10.0      # most canaries are caught in well under a second; an escape costs
                          # this (5 s let toctou-capture-state escape on a loaded machine)
 REPRO_RUNS = 3
+MUTANT_COMPILE_S = 480.0 # planned per mutant build: 329-396 s measured, two at a time
 KEEP_REPORTS = 3         # full results kept per bucket per night
 
 
@@ -88,14 +96,44 @@ class Plan:
     budget_s: float
     shard: tuple
     how: str                    # the planning arithmetic, in words
+    mutants: list = dataclasses.field(default_factory=list)      # this shard's mutant ids
+    all_mutants: list = dataclasses.field(default_factory=list)  # the night's, all shards
+    mutant_trials: int = 0
+    mutant_s: float = 0.0       # wall seconds kept for this shard's mutants
+    seed: int = 0
+
+
+def pick_mutants(per_night, seed, mutants=None):
+    """The night's mutant ids: `per_night` consecutive ones of the campaign's order
+    (harness.mutants_campaign.run_order) starting at `seed * per_night`, wrapping, so
+    nights with consecutive seeds (days) cover every mutant that takes effect within
+    ceil(n / per_night) nights."""
+    if per_night <= 0:
+        return []
+    mutants = MU.generate() if mutants is None else mutants
+    ids = [m.id for m, _ in MC.run_order([(m, None) for m in mutants if m.schemes])]
+    start = seed * per_night
+    return [ids[(start + j) % len(ids)] for j in range(min(per_night, len(ids)))]
+
+
+def mutant_wall_s(count, trials, slots, trial_s, overhead_s=OVERHEAD_S):
+    """Wall seconds one shard spends on `count` mutants at most: builds `slots` at a time,
+    then the control's and every mutant's trials in both schemes (no early kill assumed)."""
+    if not count:
+        return 0.0
+    builds = math.ceil(count / slots) * MUTANT_COMPILE_S
+    runs = (count + 1) * len(MU.SCHEMES) * trials
+    return builds + math.ceil(runs / slots) * (trial_s + overhead_s)
 
 
 def plan(matrix, budget_s, slots, shard=(1, 1), seed=None, rounds=None, overhead_s=OVERHEAD_S,
-         trial_s=None):
+         trial_s=None, mutants=None):
     """The night's trials and their lengths, fitted to `budget_s` on `slots` parallel trials.
 
     Capacity is budget x slots x shards (shards run at once, each with the
-    budget), less RESERVE for re-runs.  Cells cost (t + overhead) per round,
+    budget), less RESERVE for re-runs, less the wall time of the busiest shard's
+    mutants (`mutant_wall_s`, their trials as long as a canary's at most) on every
+    slot of every shard.  Cells cost (t + overhead) per round,
     canaries (min(t, CANARY_MAX_S) + overhead) per run.  Rounds (seeds per
     cell) are as many as fit with t <= MAX_TRIAL_S (at least 1), then t is
     the longest that fits.  Raises NightlyError if t would be below
@@ -103,7 +141,11 @@ def plan(matrix, budget_s, slots, shard=(1, 1), seed=None, rounds=None, overhead
     """
     seed = night_seed() if seed is None else seed
     i, n = shard
-    capacity = budget_s * slots * n * (1 - RESERVE)
+    night_mutants = pick_mutants(matrix.mutants_per_night, seed, mutants)
+    mine_mutants = night_mutants[i - 1::n]
+    mutant_s = mutant_wall_s(len(night_mutants[0::n]), matrix.mutant_trials, slots,
+                             CANARY_MAX_S, overhead_s)
+    capacity = (budget_s - mutant_s) * slots * n * (1 - RESERVE)
     cells, canaries = len(matrix.cells), len(matrix.canary_faults) * matrix.canary_runs
 
     def cost(r, t):
@@ -127,8 +169,11 @@ def plan(matrix, budget_s, slots, shard=(1, 1), seed=None, rounds=None, overhead
     if t < MIN_TRIAL_S or (trial_s and t < trial_s):
         need = cost(rounds, trial_s or MIN_TRIAL_S) / (slots * n * (1 - RESERVE))
         raise NightlyError(f"--budget {budget_s:g}s is too small for {cells * rounds} cell trials"
-                           f" and {canaries} canary runs on {slots} slot(s): it needs at least"
-                           f" {math.ceil(need)}s")
+                           f" and {canaries} canary runs"
+                           + (f" after {len(night_mutants)} mutant(s) (~{mutant_s:.0f}s)"
+                              if night_mutants else "")
+                           + f" on {slots} slot(s): it needs at least"
+                           f" {math.ceil(need + mutant_s)}s")
     canary_t = min(t, CANARY_MAX_S)
     every = []
     for r in range(rounds):
@@ -152,7 +197,13 @@ def plan(matrix, budget_s, slots, shard=(1, 1), seed=None, rounds=None, overhead
            f" re-runs: {cells} cells x {rounds} round(s) of {t:g}s and {canaries} canary runs"
            f" of {canary_t:g}s, each plus ~{overhead_s:g}s start-up; this shard runs"
            f" {len(mine)} of {len(every)} trials")
-    return Plan(mine, [tr.id for tr in every], rounds, t, canary_t, slots, budget_s, shard, how)
+    if night_mutants:
+        how += (f"; then {len(mine_mutants)} of the night's {len(night_mutants)} lock mutant(s)"
+                f" ({', '.join(night_mutants)}), {matrix.mutant_trials} trial(s) of"
+                f" {canary_t:g}s per scheme, ~{mutant_s:.0f}s kept for them")
+    return Plan(mine, [tr.id for tr in every], rounds, t, canary_t, slots, budget_s, shard, how,
+                mine_mutants, night_mutants, matrix.mutant_trials,
+                mutant_s if mine_mutants else 0.0, seed)
 
 
 # ---------------------------------------------------------------- run
@@ -247,7 +298,9 @@ def run_part(the_plan, engine_factory, out_dir, history_path=None, repro=REPRO_R
     is still written (marked interrupted) and the KeyboardInterrupt re-raised.
     """
     started = started or time.time()
-    deadline = time.monotonic() + the_plan.budget_s - the_plan.trial_s - OVERHEAD_S
+    mutants = None
+    deadline = time.monotonic() + the_plan.budget_s - the_plan.mutant_s - the_plan.trial_s - \
+        OVERHEAD_S
     saved = {}
     progress = Progress(len(the_plan.trials))
     records = []
@@ -278,6 +331,10 @@ def run_part(the_plan, engine_factory, out_dir, history_path=None, repro=REPRO_R
             engine.run(again, deadline=time.monotonic() + max(
                 0.0, deadline - time.monotonic() + the_plan.trial_s))
             progress.end()
+        mutants = run_mutants(the_plan, engine_factory, out_dir, say)
+        if mutants and mutants.get("interrupted"):
+            from harness.signals import Interrupted
+            interrupted = Interrupted(mutants["exit_status"] - 128)
     except KeyboardInterrupt as exc:
         progress.end()
         interrupted = exc
@@ -295,12 +352,31 @@ def run_part(the_plan, engine_factory, out_dir, history_path=None, repro=REPRO_R
             if matrix else None,
             "interrupted": interrupted is not None,
             "interrupt_status": exit_status(interrupted) if interrupted else None,
-            "records": records}
+            "records": records, "mutants": mutants}
     path = os.path.join(out_dir, f"part-{the_plan.shard[0]}-of-{the_plan.shard[1]}.json")
     write_atomic(path, to_json(part))
     if interrupted is not None:
         raise interrupted
     return path
+
+
+def run_mutants(the_plan, engine_factory, out_dir, say=print):
+    """This shard's lock mutants and their control as a mutants campaign
+    (harness.mutants_campaign): its result, also saved as `mutants-<i>-of-<N>.json`
+    and `.md` in `out_dir` after every build; None when the shard has none.  An
+    interrupt ends the campaign, which keeps what finished (`interrupted` set)."""
+    if not the_plan.mutants:
+        return None
+    chosen = MC.select(MU.generate(), the_plan.mutants)
+    template = MC.template(seconds=the_plan.canary_s, seed=the_plan.seed * 1000)
+    i, n = the_plan.shard
+    save = MC.saver(os.path.join(out_dir, f"mutants-{i}-of-{n}.json"))
+    say(f"lock mutants: {', '.join(m.id for m in chosen)} (each a build of its own)")
+    campaign = MC.Campaign(chosen, template, the_plan.mutant_trials, engine_factory,
+                           min(the_plan.slots, len(chosen)), None, say, save, the_plan.slots)
+    out = campaign.run()
+    save(out)
+    return out
 
 
 # ---------------------------------------------------------------- merge
@@ -436,6 +512,7 @@ def merge(part_paths, out_dir, history_path, label=None, write_history=True):
             (r for r in records if r.get("report") and r["signatures"][0][0] == sig),
             key=lambda r: -r.get("started", 0))][:KEEP_REPORTS]
     canaries = canary_summary(records)
+    mutants = merge_mutants(parts)
     night = {"schema": NIGHT_SCHEMA, "version": NIGHT_VERSION, "label": label,
              "started": started, "elapsed_s": max(p["elapsed_s"] for p in parts),
              "budget_s": parts[0]["budget_s"], "shards": len(parts),
@@ -443,7 +520,7 @@ def merge(part_paths, out_dir, history_path, label=None, write_history=True):
              "interrupted": interrupted,
              "interrupt_status": next((p["interrupt_status"] for p in parts
                                        if p["interrupted"]), None),
-             "records": records, "buckets": found, "canaries": canaries,
+             "records": records, "buckets": found, "canaries": canaries, "mutants": mutants,
              "vacuity": vacuity(records), "history": None, "trends": []}
     if write_history:
         conn = H.open_history(history_path)
@@ -467,14 +544,36 @@ def merge(part_paths, out_dir, history_path, label=None, write_history=True):
     return night
 
 
+def merge_mutants(parts):
+    """The shards' mutant campaigns as one, classified against this code's equivalence
+    table (harness.mutants_campaign.regrade); a scheme's control counts as killed if any
+    shard's was.  None when no shard ran a mutant."""
+    outs = [p["mutants"] for p in parts if p.get("mutants")]
+    if not outs:
+        return None
+    control = {}
+    for o in outs:
+        for scheme, entry in o.get("control", {}).items():
+            if scheme not in control or entry.get("killed"):
+                control[scheme] = entry
+    return MC.regrade({**outs[0], "control": control,
+                       "mutants": [e for o in outs for e in o["mutants"]],
+                       "elapsed_s": max(o.get("elapsed_s") or 0 for o in outs),
+                       "interrupted": any(o.get("interrupted") for o in outs)})
+
+
 def exit_status(night):
-    """0, 1 (new bucket or regression), 5 (a canary escaped), or the interrupt's status."""
+    """0, 1 (new bucket, regression, mutant finding), 5 (a canary escaped or a mutant
+    survived undeclared), or the interrupt's status."""
     if night.get("interrupted"):
         return night.get("interrupt_status") or 130
-    if any(c["escaped"] for c in night["canaries"].values()):
+    mutants = (night.get("mutants") or {}).get("summary") or {}
+    if any(c["escaped"] for c in night["canaries"].values()) or mutants.get("gaps"):
         return EXIT_CANARY
     hist = night.get("history") or {}
     if any(b.get("state", "new") in ("new", "reopened") for b in night["buckets"].values()):
+        return EXIT_FINDING
+    if any(mutants.get(k) for k in ("wrong_declarations", "control_killed", "compile_errors")):
         return EXIT_FINDING
     if any(p.get("regression") for p in hist.get("perf", {}).values()):
         return EXIT_FINDING

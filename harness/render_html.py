@@ -36,6 +36,7 @@ def render(night):
              "<h2 id=matrix>Outcome matrix</h2>", outcome_matrix(h),
              "<h2 id=buckets>Failure buckets</h2>", bucket_table(h),
              "<h2 id=canaries>Canaries</h2>", canary_table(h),
+             "<h2 id=mutants>Lock mutants</h2>", mutant_table(h),
              "<h2 id=plots>Plots</h2><div class=plots>",
              figure("Canary kill rate (95% Wilson interval)", kill_plot(h)),
              figure("Canary time to detection (s, log scale)", ttd_plot(h)),
@@ -140,6 +141,24 @@ def canary_table(h):
                     f"<td>{sec(x['median_ttd_s'])}</td><td>{e(', '.join(x['detectors']))}</td>"
                     "</tr>")
     return "\n".join(rows) + "</table>"
+
+
+def mutant_table(h):
+    m = h.get("mutants")
+    if not m:
+        return "<p>No lock mutant ran tonight.</p>"
+    rows = ["<table><tr><th>mutant</th><th>scheme</th><th>outcome</th><th>killed by</th>"
+            "<th>time to detection</th></tr>"]
+    for x in m["mutants"]:
+        cls = " class=esc" if x["id"] in m["summary"]["gaps"] else ""
+        for scheme, r in (x["runs"] or {"-": None}).items():
+            rows.append(f"<tr><td{cls}><code>{e(x['id'])}</code></td><td>{e(scheme)}</td>"
+                        f"<td>{e(x['classification'])}</td>"
+                        f"<td>{e(r['killed_by'] if r and r['killed'] else '-')}</td>"
+                        f"<td>{sec(r['ttd_s']) if r and r['killed'] else '-'}</td></tr>")
+    return "\n".join(rows) + "</table><p>Control (unmutated code): " + e(", ".join(
+        f"{sc} {'KILLED by ' + r['killed_by'] if r['killed'] else 'clean'}"
+        for sc, r in m["control"].items())) + "</p>"
 
 
 def vacuity(h):

@@ -1,10 +1,12 @@
-"""A night as JUnit XML: one testcase per matrix cell and per canary, with stable names.
+"""A night as JUnit XML: one testcase per matrix cell, per canary and per lock mutant,
+with stable names.
 
 GitLab, Jenkins and GitHub test reporters read this.  A cell fails with its
 bucket titles as the message and the reproduction commands in system-out; a
 canary fails when any of its runs was not caught by a detector the fault
-declares; a cell none of whose trials ran
-is skipped.  No seed or time ever enters a name.
+declares; a mutant fails when it survived undeclared, was killed though declared
+equivalent, or did not compile (and the mutants' control when it was killed); a
+cell none of whose trials ran is skipped.  No seed or time ever enters a name.
 """
 
 import xml.etree.ElementTree as ET
@@ -71,6 +73,36 @@ def render(night):
         suite.set("errors", "0")
         suite.set("skipped", str(skips))
         suite.set("time", f"{total_t:.2f}")
+    mutant_suite(root, night.get("mutants"))
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") \
         + "\n"
+
+
+def mutant_suite(root, mutants):
+    """Suite `nightly.mutants`: the control and each mutant the night ran."""
+    if not mutants:
+        return
+    suite = ET.SubElement(root, "testsuite", name="nightly.mutants")
+    s = mutants["summary"]
+    cases = [("control", [f"{sc}: {'KILLED by ' + r['killed_by'] if r['killed'] else 'clean'}"
+                          for sc, r in mutants["control"].items()],
+              "killed" if s["control_killed"] else None, "the unmutated control was killed in "
+              + ", ".join(s["control_killed"]) + ": kills there prove nothing")]
+    for e in mutants["mutants"]:
+        trials = [f"{sc}: {'killed by ' + r['killed_by'] if r['killed'] else 'survived'}"
+                  f" ({len(r['trials'])} trial(s))  {t['command']}"
+                  for sc, r in e["runs"].items() for t in r["trials"][-1:]]
+        bad = ("mutant-survived" if e["id"] in s["gaps"] else
+               "wrong-equivalence" if e["id"] in s["wrong_declarations"] else
+               "compile-error" if e["id"] in s["compile_errors"] else None)
+        cases.append((e["id"], [e["description"]] + trials, bad, e["classification"]))
+    fails = 0
+    for name, out, bad, message in cases:
+        case = ET.SubElement(suite, "testcase", classname="nightly.mutants", name=name)
+        if bad:
+            fails += 1
+            ET.SubElement(case, "failure", type=bad, message=message[:1000])
+        ET.SubElement(case, "system-out").text = "\n".join(out)
+    for k, v in (("tests", len(cases)), ("failures", fails), ("errors", 0), ("skipped", 0)):
+        suite.set(k, str(v))

@@ -4,7 +4,7 @@ import time
 
 from harness import trials as T
 
-WORDS = {0: "PASS", 1: "NEW BUCKET OR REGRESSION", 5: "CANARY ESCAPED"}
+WORDS = {0: "PASS", 1: "NEW BUCKET, REGRESSION OR MUTANT FINDING", 5: "CANARY ESCAPED"}
 MAX_VACUITY = 10                # lines of the vacuity list in a CI comment
 
 
@@ -39,6 +39,8 @@ def counts(night):
 def headline(night):
     st = night["exit_status"]
     word = "INTERRUPTED" if night.get("interrupted") else WORDS.get(st, f"exit {st}")
+    if st == 5 and not any(c["escaped"] for c in night["canaries"].values()):
+        word = "MUTANT SURVIVED"
     return f"Nightly race detection, {night['label']}: **{word}** (exit status {st})"
 
 
@@ -91,6 +93,7 @@ def render(night):
                          " |")
         for x in escaped:
             lines += [f"- ESCAPED {x['fault']}: `{cmd}`" for cmd in x["escaped_commands"][:2]]
+    lines += mutant_lines(night.get("mutants"))
     v = night["vacuity"]
     lines += ["", f"### Vacuity: {len(v)} cell(s) where a race window was never reached"]
     for cell, why in list(v.items())[:MAX_VACUITY]:
@@ -121,3 +124,24 @@ def render(night):
         lines += ["", "INTERRUPTED: the night was stopped; finished trials are kept and the"
                   " history was not updated."]
     return "\n".join(lines) + "\n"
+
+
+def mutant_lines(mutants):
+    """The night's lock mutants: one row per mutant and scheme, findings first."""
+    if not mutants:
+        return []
+    s = mutants["summary"]
+    lines = ["", f"### Lock mutants: {s['killed']}/{s['run']} killed"
+             + (f", **{len(s['gaps'])} SURVIVED undeclared: the harness lost detection power**"
+                if s["gaps"] else ""), "",
+             "| mutant | scheme | outcome | killed by | time to detection |", "|---" * 5 + "|"]
+    for e in mutants["mutants"]:
+        for scheme, r in (e["runs"] or {"-": None}).items():
+            lines.append(f"| `{e['id']}` | {scheme} | {e['classification']} |"
+                         f" {r['killed_by'] if r and r['killed'] else '-'} |"
+                         f" {sec(r['ttd_s']) if r and r['killed'] else '-'} |")
+    lines.append("")
+    lines.append("Control (unmutated code, same trials): " + (", ".join(
+        f"{sc} {'KILLED by ' + r['killed_by'] if r['killed'] else 'clean'}"
+        for sc, r in mutants["control"].items()) or "not run"))
+    return lines

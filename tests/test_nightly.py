@@ -7,6 +7,7 @@ bucket new and exits 1; the same night run as two shards and merged into the
 same history has the same trial set and calls the bucket still open (exit 0).
 """
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -231,3 +232,129 @@ def test_every_canary_of_the_default_matrix_is_a_valid_run_with_its_faults_workl
     assert (cfgs["merge-closed-capture"].threads, cfgs["merge-closed-capture"].reclaimers) == (3, 2)
     assert cfgs["migrate-no-freeze"].policy == "migrate"
     assert (cfgs["free-no-block-lock"].threads, cfgs["free-no-block-lock"].policy) == (2, "capture")
+
+
+# ---------------------------------------------------------------- lock mutants in a night
+
+MUTANTS_MATRIX = "[axes]\nlocking = ['fine']\n[canaries]\nruns = 0\n[mutants]\nper_night = 2\n"
+
+
+def test_the_nights_mutants_rotate_through_every_mutant_that_takes_effect():
+    from harness import mutants as MU
+    from harness import nightly as N
+    every = MU.generate()
+    runnable = {m.id for m in every if m.schemes}
+    n = len(runnable)
+    one = [N.pick_mutants(1, seed, every)[0] for seed in range(1000, 1000 + n)]
+    assert set(one) == runnable and len(one) == n           # each once in n nights
+    three = [N.pick_mutants(3, seed, every) for seed in (5, 6)]
+    assert not set(three[0]) & set(three[1])                # consecutive nights differ
+    assert N.pick_mutants(0, 5, every) == []
+    assert N.pick_mutants(3, 5, every) == N.pick_mutants(3, 5, every)
+
+
+def test_the_plan_keeps_time_for_mutants_and_splits_them_over_shards(tmp_path):
+    from harness import matrix as M
+    from harness import nightly as N
+    (tmp_path / "m.toml").write_text(MUTANTS_MATRIX)
+    m = M.load(str(tmp_path / "m.toml"), 2)
+    assert (m.mutants_per_night, m.mutant_trials) == (2, 2)
+    plain = N.plan(dataclasses.replace(m, mutants_per_night=0), 1200, 1, seed=9)
+    one, two = (N.plan(m, 1200, 1, (i, 2), seed=9) for i in (1, 2))
+    assert one.all_mutants == two.all_mutants == N.pick_mutants(2, 9)
+    assert one.mutants + two.mutants == one.all_mutants and len(one.mutants) == 1
+    assert one.mutant_s == N.mutant_wall_s(1, 2, 1, N.CANARY_MAX_S) >= N.MUTANT_COMPILE_S
+    assert plain.mutants == [] and plain.mutant_s == 0
+    assert N.plan(m, 1200, 1, seed=9).rounds < plain.rounds       # mutants take cell time
+    assert "lock mutant" in one.how and one.all_mutants[0] in one.how
+    with pytest.raises(N.NightlyError, match=r"after 2 mutant\(s\)"):
+        N.plan(m, 400, 1, seed=9)
+
+
+@pytest.mark.parametrize("table, words", [
+    ("[mutants]\nper_night = -1\n", "mutants.per_night must be an integer in 0..100"),
+    ("[mutants]\nper_night = true\n", "mutants.per_night must be"),
+    ("[mutants]\ntrials = 0\n", "mutants.trials must be an integer in 1..100"),
+    ("[mutants]\nkinds = 3\n", "[mutants] takes per_night and trials"),
+], ids=["negative", "bool", "no-trials", "unknown-key"])
+def test_a_bad_mutants_table_is_one_line_and_exit_2(tmp_path, capsys, table, words):
+    (tmp_path / "m.toml").write_text("[axes]\nlocking = ['fine']\n" + table)
+    status = main(["nightly", "--matrix", str(tmp_path / "m.toml"), "--out",
+                   str(tmp_path / "out"), "--history", str(tmp_path / "h.sqlite")])
+    err = capsys.readouterr().err
+    assert status == 2 and words in err and "Traceback" not in err, err
+
+
+def _mutant_out(status, killer=None):
+    """A mutants-campaign result with one real mutant and the given outcome in `fine`."""
+    from harness import mutants as MU
+    from harness import mutants_campaign as MC
+    m = next(m for m in MU.generate() if "fine" in m.schemes and m.id not in MC.EQUIVALENT)
+    row = {"seed": 1, "killed": status == "killed", "killed_by": killer, "ttd_s": 0.25 if killer
+           else None, "detectors": [killer] if killer else [], "command": "python -m harness"
+           " stress --locking fine", "ops": 10 ** 6, "parallelism": 1.8}
+    run = MC._scheme_entry([row])
+    clean = MC._scheme_entry([{**row, "killed": False, "killed_by": None, "ttd_s": None}])
+    out = {"schema": "buddy-stress-mutants", "config": {}, "machine": {}, "elapsed_s": 500,
+           "control": {"fine": clean, "zone": clean}, "interrupted": False,
+           "mutants": [{**m.row(), "status": status, "compile_s": 400.0,
+                        "runs": {"fine": run}}]}
+    return m.id, MC.regrade(out)
+
+
+@pytest.mark.parametrize("status, killer, exit_code, failure", [
+    ("killed", "witness", 0, None), ("survived", None, 5, "mutant-survived")],
+    ids=["killed", "survived"])
+def test_a_nights_mutant_outcome_sets_its_exit_status_and_reports(tmp_path, status, killer,
+                                                                  exit_code, failure):
+    """A surviving mutant that is not declared equivalent is lost detection power (exit 5,
+    a failing JUnit case in nightly.mutants, named in markdown and HTML); a killed one
+    passes."""
+    import xml.etree.ElementTree as ET
+    from harness import nightly as N
+    mid, out = _mutant_out(status, killer)
+    part = {"schema": N.PART_SCHEMA, "version": N.NIGHT_VERSION, "shard": [1, 1],
+            "started": 1.0, "elapsed_s": 1.0, "budget_s": 60, "interrupted": False,
+            "interrupt_status": None, "plan": {"all_ids": [], "how": "test"}, "matrix": None,
+            "records": [], "mutants": out}
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "part-1-of-1.json").write_text(json.dumps(part))
+    night = N.merge(N.find_parts([str(tmp_path / "p")]), str(tmp_path), str(tmp_path / "h"),
+                    write_history=False)
+    assert night["exit_status"] == exit_code
+    paths = N.render_all(night, str(tmp_path))
+    suite = next(s for s in ET.parse(paths["junit.xml"]).getroot()
+                 if s.get("name") == "nightly.mutants")
+    case = next(c for c in suite if c.get("name") == mid)
+    got = case.find("failure")
+    assert (got.get("type") if got is not None else None) == failure
+    md = open(paths["summary.md"]).read()
+    assert f"`{mid}` | fine | {'killed' if killer else 'GAP'}" in md
+    assert ("MUTANT SURVIVED" in md) == (status == "survived")
+    assert mid in open(paths["report.html"]).read()
+
+
+@pytest.mark.cold_compile
+@pytest.mark.timeout(1800)
+def test_a_real_night_builds_its_mutant_and_the_matrix_cell_runs_first(tmp_path, warmed):
+    """Night 16 of the rotation is `drop-lock/free_block/blk`: it is compiled in its own
+    cache after the cell's trial, killed, and the night passes with it in every report."""
+    import xml.etree.ElementTree as ET
+    (tmp_path / "m.toml").write_text(MUTANTS_MATRIX.replace("per_night = 2", "per_night = 1\n"
+                                                            "trials = 1"))
+    r = nightly("--matrix", str(tmp_path / "m.toml"), "--budget", "12m", "--trial-seconds",
+                "1.5", "--rounds", "1", "--seed", "16", "--history", str(tmp_path / "h.sqlite"),
+                "--out", str(tmp_path / "out"), timeout=1700)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    night = load(tmp_path / "out" / "night.json")
+    [entry] = night["mutants"]["mutants"]
+    assert entry["id"] == "drop-lock/free_block/blk" and entry["status"] == "killed", entry
+    assert not night["mutants"]["summary"]["control_killed"]
+    assert [x["status"] for x in night["records"]] == ["clean"]
+    saved = load(tmp_path / "out" / "mutants-1-of-1.json")
+    assert saved["mutants"][0]["status"] == "killed"
+    suite = next(s for s in ET.parse(tmp_path / "out" / "junit.xml").getroot()
+                 if s.get("name") == "nightly.mutants")
+    assert {c.get("name") for c in suite} == {"control", "drop-lock/free_block/blk"}
+    assert suite.get("failures") == "0"
