@@ -9,7 +9,9 @@ from numba import njit
 from harness.atomics import cpu_pause, sched_yield
 from harness.layout import A_CHAOS_HITS, A_CHAOS_RNG, F_CHAOS, T_AUX, flags_row
 from harness.rng import bounded, step
-from harness.sched import pct_point, scheduled
+from harness.sched import (P_AFTER_UNLOCK, P_CACHE_FOUND, P_CACHE_USE, P_COUNT_LATE,  # noqa: F401
+                           P_MERGE_CHECK, P_PCP_COUNT_LATE, P_PCP_HEAD, P_PLACE_CHECK,
+                           P_PLACE_CHECK_OWN, pct_point, scheduled)
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -28,10 +30,11 @@ def _stall(z, t, me):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def chaos(z, t, me):
+def chaos(z, t, me, site):
     """Maybe stall here.  Called right before a lock, right after an unlock, and between a
-    check and the act that depends on it.  Under --schedule pct, also a scheduling point."""
+    check and the act that depends on it; `site` names the point (harness.sched.POINTS).
+    Under --schedule pct or pct-sites, also a scheduling point."""
     if scheduled(z):
-        pct_point(z, t, me)
+        pct_point(z, t, me, site)
     if z[flags_row(z), F_CHAOS] != 0:
         _stall(z, t, me)

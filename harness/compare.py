@@ -3,8 +3,8 @@
     python -m harness.compare --fault count-outside-lock --trials 10 --budget 5 \\
         --modes plain,chaos,pct [--preset reuse]
 
-Modes: plain (no delays), chaos (--chaos 0.02), pct (--schedule pct with --pct-depth,
---pct-steps).  Prints, per mode, how many trials caught the fault, the median time to
+Modes: plain (no delays), chaos (--chaos 0.02), pct and pct-sites (--schedule pct or
+pct-sites with --pct-depth, --pct-steps).  Prints, per mode, how many trials caught the fault, the median time to
 detection, and the operations per second of the clean control in that mode (overhead).
 """
 
@@ -16,7 +16,8 @@ import sys
 from harness.campaign import CLEAN, trial
 from harness.config import PRESETS, RunConfig
 
-MODES = {"plain": {}, "chaos": {"chaos": 0.02}, "pct": {"schedule": "pct"}}
+MODES = {"plain": {}, "chaos": {"chaos": 0.02}, "pct": {"schedule": "pct"},
+         "pct-sites": {"schedule": "pct-sites"}}
 
 
 def compare(fault, trials, budget, modes, base, depth=3, steps=2000):
@@ -25,7 +26,7 @@ def compare(fault, trials, budget, modes, base, depth=3, steps=2000):
     out = {}
     for mode in modes:
         extra = dict(MODES[mode])
-        if mode == "pct":
+        if mode.startswith("pct"):
             extra.update(pct_depth=depth, pct_steps=steps)
         rows = []
         for seed in range(1, trials + 1):
@@ -52,6 +53,9 @@ def main(argv=None):
     p.add_argument("--pct-steps", type=int, default=2000)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
+    unknown = [m for m in a.modes.split(",") if m not in MODES]
+    if unknown:
+        p.error(f"unknown mode {unknown[0]!r} (modes: {', '.join(MODES)})")
     base = dict(threads=a.threads, reclaimers=1, pages=16384, check_ms=50, stall_s=2.0)
     if a.preset:
         base.update(PRESETS[a.preset], check_ms=50, stall_s=2.0)

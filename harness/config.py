@@ -59,7 +59,7 @@ class RunConfig:
     lockdep: bool = True              # about 1.1x; --no-lockdep for raw speed
     fault: str = ""
     chaos: float = 0.0
-    schedule: str = "none"           # none, or pct: controlled scheduling (harness.sched)
+    schedule: str = "none"           # none, pct or pct-sites: controlled scheduling (harness.sched)
     pct_depth: int = 3               # PCT: bug depth d (d - 1 priority changes a round)
     pct_steps: int = 2000            # PCT: scheduling points a round (k)
     capture_lists: int = 0           # capture-list rows; 0: max(8, 2 * reclaimers)
@@ -301,14 +301,16 @@ OPTIONS = (
            help="switch on a seeded locking fault (see `python -m harness faults --list`)"),
     Option("chaos", "--chaos", _float(0.0, 1.0), parse_float, format_number,
            help="delay injection at race windows with this probability, e.g. 0.01"),
-    Option("schedule", "--schedule", _choice(("none", "pct")), str,
-           help="controlled scheduling at the race-window points: pct (priority changes,"
-                " one thread at a time through the points) or none (default)"),
+    Option("schedule", "--schedule", _choice(("none", "pct", "pct-sites")), str,
+           help="controlled scheduling at the race-window points: pct (priority changes at"
+                " random points, one thread at a time through the points), pct-sites (the"
+                " changes at the first point of random sites, so rare windows get them as"
+                " often as common ones) or none (default)"),
     Option("pct_depth", "--pct-depth", _int(1, 16), parse_int,
-           help="with --schedule pct: the bug depth d, d - 1 priority changes a round"
+           help="with --schedule pct[-sites]: the bug depth d, d - 1 priority changes a round"
                 " (default 3)"),
     Option("pct_steps", "--pct-steps", _int(1, 1 << 40), parse_int,
-           help="with --schedule pct: scheduling points a round, k (default 2000)"),
+           help="with --schedule pct[-sites]: scheduling points a round, k (default 2000)"),
     Option("capture_lists", "--capture-lists", _int(0, 4096), parse_int,
            help="capture-list rows in the zone; 0: max(8, 2 x reclaimers) (default 0)"),
     Option("reclaim_policy", "--reclaim-policy", _choice(POLICIES + ("",)), str,

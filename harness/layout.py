@@ -69,9 +69,9 @@ PCP_FIELDS = ("cpus", "batch", "high", "list0", "lock0")     # per-CPU lists (ha
 PCP_CPUS, PCP_BATCH, PCP_HIGH, PCP_LIST0, PCP_LOCK0 = _fields(PCP_FIELDS)
 PCP_ORDERS = 4                          # orders 0..PAGE_ALLOC_COSTLY_ORDER have per-CPU lists
 
-SCHED_FIELDS = ("mode", "depth", "steps", "seed", "step")   # controlled scheduling (harness.sched)
-SC_MODE, SC_DEPTH, SC_STEPS, SC_SEED, SC_STEP = _fields(SCHED_FIELDS)
-SCHED_OFF, SCHED_PCT = 0, 1
+SCHED_FIELDS = ("mode", "depth", "steps", "seed", "step", "changed")  # harness.sched
+SC_MODE, SC_DEPTH, SC_STEPS, SC_SEED, SC_STEP, SC_CHANGED = _fields(SCHED_FIELDS)
+SCHED_OFF, SCHED_PCT, SCHED_PCT_SITES = 0, 1, 2
 
 # The detectors' words beside the page rows, so that work over a large block runs through
 # consecutive words: the poison detector's page contents, one word a page (POISON when
@@ -98,7 +98,8 @@ ZONE_ROWS = (
     ("ctl", 1, CTL_FIELDS, "control words: runner, lockdep"),
     ("meta", 1, META_FIELDS, "geometry and scheme, fixed at construction"),
     ("flags", 1, FLAG_FIELDS, "detectors, fault and chaos, fixed during a run"),
-    ("sched", 1, SCHED_FIELDS, "controlled scheduling: mode, PCT depth, round length, step"),
+    ("sched", 1, SCHED_FIELDS, "controlled scheduling: mode, PCT depth, round length, step,"
+     " changes taken this round (pct-sites)"),
     ("redzone", 1, REDZONE_FIELDS, "zero; a write at index -1 lands here, not in the flags"),
 )
 TAIL_ROWS = tuple(name for name, rows, _, _ in ZONE_ROWS if rows == 1)

@@ -20,7 +20,7 @@ Also here: which lock row guards what.
 from numba import njit
 
 from harness import hierarchy as H
-from harness.chaos import chaos
+from harness.chaos import P_AFTER_UNLOCK, chaos
 from harness.layout import (A_ABORTED, F_LOCKDEP, LS_OWNER, LS_STATE, M_AREA0, M_BLOCK0, M_CAP0,
                             M_LIST0, M_POOL0, M_SCHEME, NAREAS, OPEN, PCP_LIST0, PCP_LOCK0,
                             PCP_ORDERS, PHASE_MASK, SCHEME_ZONE, T_AUX, TOP, flags_row, meta_row,
@@ -133,7 +133,7 @@ def lock(z, t, me, lk, site):
     """Take lock row `lk` in any scheme; False if the run aborted (now or before)."""
     if aborted(t, me):
         return False
-    chaos(z, t, me)
+    chaos(z, t, me, site)                   # the point sites start with the lock sites
     if z[lk, L_OWNER] == me + 1:            # only `me` can have written me + 1
         witness(z, t, me, WK_RECURSIVE, lk, me, site)
         t[me, T_AUX, A_ABORTED] = 1
@@ -159,7 +159,7 @@ def unlock(z, t, me, lk):
     if owner != me + 1:
         witness(z, t, me, WK_RELEASE_NOT_OWNER, lk, owner - 1, -1)
     lock_release(z, lk)
-    chaos(z, t, me)
+    chaos(z, t, me, P_AFTER_UNLOCK)
 
 
 # ---------------------------------------------------------------- zone scheme

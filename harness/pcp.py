@@ -43,7 +43,7 @@ from numba import njit
 from harness import faults as F
 from harness import hierarchy as H
 from harness import zone as Z
-from harness.chaos import chaos
+from harness.chaos import P_PCP_COUNT_LATE, P_PCP_HEAD, chaos
 from harness.faults import fault
 from harness.layout import (ALLOC, F_OWNERSHIP, LS_COUNT, LS_HEAD, PCP, PCP_BATCH, PCP_CPUS,
                             PCP_HIGH, PCP_LIST0, PCP_LOCK0, PCP_ORDERS, PG_LIST,
@@ -121,7 +121,7 @@ def pcp_alloc(z, t, me, order):
         return Z.ABORTED
     pfn = z[row, LS_HEAD]
     if pfn >= 0:
-        chaos(z, t, me)                         # between reading the head and taking it
+        chaos(z, t, me, P_PCP_HEAD)             # between reading the head and taking it
         take(z, t, me, lst, pfn, order)
     if not skip_pcp_lock:
         unlock(z, t, me, lk)
@@ -157,7 +157,7 @@ def pcp_free(z, t, me, pfn, order):
         n = z[row, LS_COUNT] + 1
     unlock(z, t, me, lk)
     if count_late:
-        chaos(z, t, me)
+        chaos(z, t, me, P_PCP_COUNT_LATE)
         z[row, LS_COUNT] = n
     return 0
 

@@ -66,7 +66,8 @@ class Run:
         flags[L.F_FAULT] = F.BY_NAME[cfg.fault].id if cfg.fault else F.NO_FAULT
         flags[L.F_CHAOS] = int(cfg.chaos * (1 << 20))
         sched = self.sec.sched
-        sched[L.SC_MODE] = L.SCHED_PCT if cfg.schedule == "pct" else L.SCHED_OFF
+        sched[L.SC_MODE] = {"pct": L.SCHED_PCT, "pct-sites": L.SCHED_PCT_SITES}.get(
+            cfg.schedule, L.SCHED_OFF)
         sched[L.SC_DEPTH], sched[L.SC_STEPS], sched[L.SC_SEED] = \
             cfg.pct_depth, cfg.pct_steps, cfg.seed
         self.workers = Workers(cfg, self.z, self.t)   # after the flags: it poisons pages

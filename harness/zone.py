@@ -35,7 +35,7 @@ from numba import njit
 from harness import faults as F
 from harness import hierarchy as H
 from harness.atomics import cas, store_release
-from harness.chaos import chaos
+from harness.chaos import P_COUNT_LATE, P_MERGE_CHECK, P_PLACE_CHECK, P_PLACE_CHECK_OWN, chaos
 from harness.faults import fault
 from harness.isolate import crosses_isolation, isolated_list, may_join
 from harness.layout import (ALLOC, CAPTURED, CLOSED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, FREE,
@@ -300,7 +300,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
             break
         if st == CAPTURED and target < 0 and ignore_captured:
             break
-        chaos(z, t, me)                         # between the check and the act
+        chaos(z, t, me, P_MERGE_CHECK)          # between the check and the act
         if st == FREE:
             lk = area_lock(z, order)
             if not fine_lock(z, t, me, lk, H.S_MERGE_AREA):
@@ -335,7 +335,9 @@ def merge_and_place(z, t, me, pfn, order, target, use):
         row = lrow(z, target)
         is_open = z[row, LS_STATE] == use
         if check_before_lock:
-            chaos(z, t, me)                     # between the unlocked check and the act
+            # between the unlocked check and the act; onto another thread's list, a site of
+            # its own: the cross-thread case is the rare one, and the one that races
+            chaos(z, t, me, P_PLACE_CHECK_OWN if own else P_PLACE_CHECK)
         if not skip_capture_lock and not fine_lock(z, t, me, lk, H.S_PLACE_CAPTURE):
             return ABORTED
         if not check_before_lock:
@@ -365,7 +367,7 @@ def merge_and_place(z, t, me, pfn, order, target, use):
         if not skip_area_lock:
             fine_unlock(z, t, me, lk)
         n = z[lrow(z, order), LS_COUNT]
-        chaos(z, t, me)
+        chaos(z, t, me, P_COUNT_LATE)
         z[lrow(z, order), LS_COUNT] = n + 1
         return 0
     if not skip_area_lock:

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 
+from harness import hierarchy as H
 from harness import layout as L
 from harness import sched as S
 from harness import zone as Z
@@ -279,26 +280,28 @@ def pct_loop():
         from harness.chaos import chaos
 
         @njit(nogil=True, _nrt=False)
-        def loop(z, t, me, n, log, at):
-            for _ in range(n):
-                chaos(z, t, me)
+        def loop(z, t, me, n, log, at, sites):
+            for k in range(n):
+                chaos(z, t, me, sites[k])
                 log[fetch_add(at, 0, 1)] = me
             store_release(t, (me, L.T_SCHED, L.TS_STATE), S.DONE)
         _LOOP = loop
     return _LOOP
 
 
-def run_pct(depth, steps, seed, n=400):
+def run_pct(depth, steps, seed, n=400, mode=L.SCHED_PCT, sites=None):
+    """Two threads through `n` points each (at `sites[k]`, default site 0); the log's runs."""
     z, t = L.new_zone_table(1024, "fine", 4), L.new_thread_table(2)
     sec = L.Sections(z)
-    sec.sched[[L.SC_MODE, L.SC_DEPTH, L.SC_STEPS, L.SC_SEED]] = [L.SCHED_PCT, depth, steps, seed]
+    sec.sched[[L.SC_MODE, L.SC_DEPTH, L.SC_STEPS, L.SC_SEED]] = [mode, depth, steps, seed]
+    sites = np.zeros(n, np.int64) if sites is None else np.asarray(sites, np.int64)
     # Both started, with their round-0 priorities: nobody runs ahead while the other thread
     # is still being created.
     t[:, L.T_SCHED, L.TS_STATE] = S.RUNNING
     t[:, L.T_SCHED, L.TS_PRIO] = [S.base_priority(seed, 0, i, depth) for i in range(2)]
     log, at = np.full(2 * n, -1, np.int64), np.zeros(1, np.int64)
     loop = pct_loop()
-    ths = [threading.Thread(target=loop, args=(z, t, i, n, log, at)) for i in range(2)]
+    ths = [threading.Thread(target=loop, args=(z, t, i, n, log, at, sites)) for i in range(2)]
     for th in ths:
         th.start()
     for th in ths:
@@ -343,14 +346,38 @@ def test_the_scheduler_changes_priority_at_its_change_points():
 
 
 @pytest.mark.timeout(120)
-def test_a_pct_run_is_clean_and_its_points_rarely_give_up_waiting(warmed):
+def test_pct_sites_changes_priority_at_the_first_point_of_the_rounds_site():
+    """pct-sites: change 0 of the round happens at the first point of site change_site(...)
+    that any thread reaches (here only each thread's point 200 is at that site), once;
+    with no point at that site there is no change at all."""
+    for seed in range(1, 5):
+        hi = int(np.argmax([S.base_priority(seed, 0, i, 2) for i in range(2)]))
+        site = S.change_site(seed, 0, 0)
+        other = (site + 1) % S.N_POINTS
+        sites = [site if k == 200 else other for k in range(400)]
+        t, runs = run_pct(2, 1 << 30, seed, mode=L.SCHED_PCT_SITES, sites=sites)
+        assert t[:, L.T_SCHED, L.TS_CHANGES].tolist() == [int(i == hi) for i in range(2)]
+        # hi drops at its point 200: the other passes all its points, then hi the rest
+        assert [r[0] for r in runs] == [hi, 1 - hi, hi] and runs[0][1] == 200, runs
+        t, runs = run_pct(2, 1 << 30, seed, mode=L.SCHED_PCT_SITES, sites=[other] * 400)
+        assert t[:, L.T_SCHED, L.TS_CHANGES].sum() == 0 and runs == [[hi, 400], [1 - hi, 400]]
+    assert len(S.POINTS) == S.N_POINTS == len(set(S.POINTS))
+    assert S.POINTS[H.S_PLACE_CAPTURE].endswith(H.SITES[H.S_PLACE_CAPTURE])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("schedule", ["pct", "pct-sites"])
+def test_a_pct_run_is_clean_and_its_points_rarely_give_up_waiting(warmed, schedule):
     from harness.runner import run_stress
     r = run_stress(RunConfig(threads=3, reclaimers=1, seconds=2, pages=16384, seed=2,
-                             schedule="pct", pct_depth=3, pct_steps=500), warm_s=0.0)
+                             schedule=schedule, pct_depth=3, pct_steps=500), warm_s=0.0)
     assert r["verdict"] == "CLEAN", r["problems"]
     s = r["schedule"]
     assert s["points"] > 1000 and s["rounds"] >= 2 and s["waits"] > 0
-    assert s["changes"] >= s["rounds"]            # two changes a round (depth 3), most taken
+    if schedule == "pct":
+        assert s["changes"] >= s["rounds"]        # two changes a round (depth 3), most taken
+    else:                                         # only in rounds that reach a chosen site
+        assert 0 < s["changes"] <= 2 * s["rounds"]
     # a point gives up waiting after PATIENCE_NS (a loaded machine can deschedule the
     # thread it waits for that long): rare, never a hang
     assert s["timeouts"] <= max(5, s["waits"] // 20), s

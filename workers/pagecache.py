@@ -17,7 +17,7 @@ from numba import njit
 
 from harness import faults as F
 from harness import hierarchy as H
-from harness.chaos import chaos
+from harness.chaos import P_CACHE_FOUND, P_CACHE_USE, chaos
 from harness.faults import fault
 from harness.layout import F_OWNERSHIP, F_POISON, PG_CLAIM
 from harness.lockverbs import lock, pool_lock, unlock
@@ -147,7 +147,7 @@ def lookup(z, t, me, pool, r):
         return
     count_ref(t, me, RC_LOOKUPS, 1)
     pfn = pool[ring_index(pool, r % n)]
-    chaos(z, t, me)                     # found, not yet referenced: the page may be frozen now
+    chaos(z, t, me, P_CACHE_FOUND)      # found, not yet referenced: the page may be frozen now
     plain_increment = fault(z, F.FAULT_LOOKUP_FROZEN_REF)
     if plain_increment:
         get_page(pool, pfn)
@@ -164,7 +164,7 @@ def lookup(z, t, me, pool, r):
         if flag(z, F_POISON) and stamp_of(z, pfn) != key:
             violation(z, t, me, K_READ_AFTER_FREE, pfn, 0, pfn, key, stamp_of(z, pfn))
             break
-        chaos(z, t, me)                 # the reader uses the page
+        chaos(z, t, me, P_CACHE_USE)    # the reader uses the page
     put_page(pool, pfn)
 
 
