@@ -4,7 +4,7 @@ import time
 
 from harness import trials as T
 
-WORDS = {0: "PASS", 1: "NEW BUCKET, REGRESSION OR MUTANT FINDING", 5: "CANARY ESCAPED"}
+WORDS = {0: "PASS", 1: "NEW BUCKET OR REGRESSION", 5: "CANARY ESCAPED"}
 MAX_VACUITY = 10                # lines of the vacuity list in a CI comment
 
 
@@ -41,6 +41,11 @@ def headline(night):
     word = "INTERRUPTED" if night.get("interrupted") else WORDS.get(st, f"exit {st}")
     if st == 5 and not any(c["escaped"] for c in night["canaries"].values()):
         word = "MUTANT SURVIVED"
+    hist = night.get("history") or {}
+    if st == 1 and not any(b.get("state", "new") in ("new", "reopened")
+                           for b in night["buckets"].values()) and \
+            not any(p.get("regression") for p in hist.get("perf", {}).values()):
+        word = "MUTANT FINDING"
     return f"Nightly race detection, {night['label']}: **{word}** (exit status {st})"
 
 
