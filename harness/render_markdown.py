@@ -132,7 +132,7 @@ def render(night):
 
 
 def mutant_lines(mutants):
-    """The night's lock mutants: one row per mutant and scheme, findings first."""
+    """The night's lock mutants: one row per mutant and scheme, then the control."""
     if not mutants:
         return []
     s = mutants["summary"]
