@@ -201,6 +201,7 @@ def capture_finish(z, t, me, lst):
         fine_unlock(z, t, me, lk)
         zone_leave(z, t, me)
         return EINVAL
+    assert_list_locked(z, t, me, lst)   # closing and detaching change the list
     row = lrow(z, lst)
     use = z[row, LS_STATE] & ~PHASE_MASK
     z[row, LS_STATE] = use | CLOSED    # from now on no block of the chain is a merge target
@@ -346,10 +347,10 @@ def merge_and_place(z, t, me, pfn, order, target, use):
             z[pfn, PG_STATE] = CAPTURED
             push_head(z, t, me, target, pfn)
             if own:
-                z[row, LS_OWN] += pages0
+                add_pages(z, t, me, target, LS_OWN, pages0)
             elif switched:
-                z[row, LS_OTHER] += pages0
-            z[row, LS_MERGED] += merged
+                add_pages(z, t, me, target, LS_OTHER, pages0)
+            add_pages(z, t, me, target, LS_MERGED, merged)
             if not skip_capture_lock:
                 fine_unlock(z, t, me, lk)
             return pages0 if switched else 0
@@ -411,6 +412,14 @@ def push_head(z, t, me, lst, pfn):
     z[row, LS_HEAD] = pfn
     z[row, LS_COUNT] += 1
     z[pfn, PG_LIST] = lst
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def add_pages(z, t, me, lst, field, n):
+    """Capture list `lst`'s page count `field` (LS_OWN, LS_OTHER, LS_MERGED) += n: its
+    owner reads them when it closes the list, so they change under the list's lock."""
+    assert_list_locked(z, t, me, lst)
+    z[lrow(z, lst), field] += n
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

@@ -167,6 +167,21 @@ def test_a_merge_from_a_closed_capture_list_is_named(fault):
         f" owner, or unused), under capture[0]; its last owner is thread 0")
 
 
+def test_a_capture_lists_page_counts_change_only_under_its_lock():
+    """The owner reads a capture list's page counts when it closes the list (the balance
+    check), so add_pages asserts the list's lock, as push_head does."""
+    z, t = zone_and_threads()
+    L.Sections(z).flags[L.F_LOCKDEP] = 1
+    lst = Z.capture_start(z, t, 0, 5)
+    Z.add_pages(z, t, 1, lst, L.LS_MERGED, 4)           # thread 1 holds no lock
+    assert describe(thread_witness(t, 1), name_of(z)) == \
+        f"thread 1 changed list {lst} without holding capture[0], which guards it (free)"
+    from harness.lockverbs import list_lock
+    assert lock_acquire(z, list_lock(z, lst), 2, t)
+    Z.add_pages(z, t, 2, lst, L.LS_MERGED, 4)           # the holder: silent
+    assert thread_witness(t, 2) is None and z[Z.lrow(z, lst), L.LS_MERGED] == 8
+
+
 def test_a_merge_or_split_without_the_block_lock_names_the_pfn_and_the_lock():
     """With lockdep on, merge_and_place and expand assert that the caller holds the block
     lock of the pages they change: a free that skips it is named on its first merge."""
