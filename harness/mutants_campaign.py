@@ -74,6 +74,11 @@ def _slug(mid):
     return re.sub(r"[^A-Za-z0-9_.-]", "_", mid)
 
 
+def outcome(entry):
+    """A scheme entry's outcome in words: "KILLED by <detector>" or "clean"."""
+    return "KILLED by " + entry["killed_by"] if entry["killed"] else "clean"
+
+
 def _killer(record):
     """(first detector, every detector) of a killing trial record."""
     result = record.get("result") or {}
@@ -415,8 +420,7 @@ def render(out):
         f"{d} {n}" for d, n in s["by_detector"].items()) or "-"), ""]
     ctrl = out.get("control") or {}
     lines.append("Control (unmutated code): " + (", ".join(
-        f"{sc} {'KILLED by ' + r['killed_by'] if r['killed'] else 'clean'}"
-        f" ({len(r['trials'])} trial(s))" for sc, r in ctrl.items()) or "not run"))
+        f"{sc} {outcome(r)} ({len(r['trials'])} trial(s))" for sc, r in ctrl.items()) or "not run"))
     lines += ["", "## Kill matrix", "",
               "| mutant | operator | function | line | description | scheme | killed by |"
               " time to detection |", "|---|---|---|---|---|---|---|---|"]

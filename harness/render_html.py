@@ -8,6 +8,7 @@ import html
 import math
 
 from harness import trials as T
+from harness.mutants_campaign import outcome
 from harness.render_markdown import headline, rate, sec, when
 
 COLORS = {T.CLEAN: "#2e9d44", T.VIOLATIONS: "#d7301f", T.HANG: "#f28e1c", T.CRASH: "#7b3294",
@@ -157,8 +158,7 @@ def mutant_table(h):
                         f"<td>{e(r['killed_by'] if r and r['killed'] else '-')}</td>"
                         f"<td>{sec(r['ttd_s']) if r and r['killed'] else '-'}</td></tr>")
     return "\n".join(rows) + "</table><p>Control (unmutated code): " + e(", ".join(
-        f"{sc} {'KILLED by ' + r['killed_by'] if r['killed'] else 'clean'}"
-        for sc, r in m["control"].items())) + "</p>"
+        f"{sc} {outcome(r)}" for sc, r in m["control"].items())) + "</p>"
 
 
 def vacuity(h):

@@ -12,6 +12,7 @@ cell none of whose trials ran is skipped.  No seed or time ever enters a name.
 import xml.etree.ElementTree as ET
 
 from harness import trials as T
+from harness.mutants_campaign import outcome
 
 FAILING = (T.VIOLATIONS, T.HANG, T.CRASH, T.TIMEOUT)
 
@@ -85,8 +86,7 @@ def mutant_suite(root, mutants):
         return
     suite = ET.SubElement(root, "testsuite", name="nightly.mutants")
     s = mutants["summary"]
-    cases = [("control", [f"{sc}: {'KILLED by ' + r['killed_by'] if r['killed'] else 'clean'}"
-                          for sc, r in mutants["control"].items()],
+    cases = [("control", [f"{sc}: {outcome(r)}" for sc, r in mutants["control"].items()],
               "killed" if s["control_killed"] else None, "the unmutated control was killed in "
               + ", ".join(s["control_killed"]) + ": kills there prove nothing")]
     for e in mutants["mutants"]:

@@ -3,6 +3,7 @@
 import time
 
 from harness import trials as T
+from harness.mutants_campaign import outcome
 
 WORDS = {0: "PASS", 1: "NEW BUCKET OR REGRESSION", 5: "CANARY ESCAPED"}
 MAX_VACUITY = 10                # lines of the vacuity list in a CI comment
@@ -147,6 +148,5 @@ def mutant_lines(mutants):
                          f" {sec(r['ttd_s']) if r and r['killed'] else '-'} |")
     lines.append("")
     lines.append("Control (unmutated code, same trials): " + (", ".join(
-        f"{sc} {'KILLED by ' + r['killed_by'] if r['killed'] else 'clean'}"
-        for sc, r in mutants["control"].items()) or "not run"))
+        f"{sc} {outcome(r)}" for sc, r in mutants["control"].items()) or "not run"))
     return lines
