@@ -27,7 +27,7 @@ from harness import layout as L
 from harness.baseline import PyZone
 from harness.locks import L_ACQ, L_CONT
 from harness.rng import seed_state
-from harness.signals import reraise_if_interrupted
+from harness.signals import reraise_if_interrupted, shielded
 from workers.allocator import allocator_loop
 from workers.config import worker_config
 from workers.counters import C_OPS
@@ -143,12 +143,16 @@ def run_c(binary, nthreads, seconds, seed=1):
 
 
 def warm_up():
-    """Compile (or load from cache) every kernel the bench uses; returns seconds taken."""
-    t0 = time.perf_counter()
-    for scheme in L.SCHEMES:
-        run_numba(scheme, 1, 0.0)
-        run_numba(scheme, 1, 0.0, pcp=True)
-    return time.perf_counter() - t0
+    """Compile (or load from cache) every kernel the bench uses; returns seconds taken.
+
+    A signal interrupts the wait for the compile, never the compile (signals.shielded)."""
+    def compile_all():
+        t0 = time.perf_counter()
+        for scheme in L.SCHEMES:
+            run_numba(scheme, 1, 0.0)
+            run_numba(scheme, 1, 0.0, pcp=True)
+        return time.perf_counter() - t0
+    return shielded(compile_all)
 
 
 def run_bench(seconds=1.5, threads=(1, 2, 4, 8), repeats=3, say=None):

@@ -293,7 +293,7 @@ class Progress:
 def cmd_stress(args):
     from harness.report import summary
     from harness.result import check_writable_file, prepare_dir
-    from harness.runner import run_stress, warm_up
+    from harness.runner import interrupted_in_warm_up, run_stress, warm_up
     cfg = from_args(args)
     if args.dot and not cfg.lockdep:
         raise UsageError("--dot needs --lockdep (the graph is what lockdep observed)")
@@ -302,7 +302,12 @@ def cmd_stress(args):
         check_writable_file(args.dot)
     say = _say(args.json)
     say("warm-up: compiling or loading the kernels...")
-    warm = warm_up()
+    t0 = time.monotonic()
+    try:
+        warm = warm_up()
+    except KeyboardInterrupt as exc:    # the report says the run never started, and why
+        result = interrupted_in_warm_up(cfg, time.monotonic() - t0, exc)
+        return publish(result, args, lambda path: summary(result, path))
     say(f"warm-up: {warm:.2f} s")
     progress = None if args.json else Progress()
     say(f"running {cfg.threads} threads ({cfg.reclaimers} reclaimers) for {cfg.seconds:g} s"
@@ -680,7 +685,9 @@ def cmd_experiment(args):
         exp = E.run(template, args.policies, args.orders, args.seeds, stem + ".json", engine,
                     log=say)
     except KeyboardInterrupt:
-        say(f"experiment interrupted: finished trials kept in {stem}.json")
+        say(f"experiment interrupted: finished trials kept in {stem}.json"
+            if os.path.exists(stem + ".json") else
+            "experiment interrupted before a trial finished: nothing was saved")
         raise
     finally:
         close()

@@ -14,7 +14,9 @@ def summary(result, path=None):
     tot = result.get("totals") or totals(result["threads"], result["duration_s"])
     lines = [
         f"verdict: {result['verdict']}   outcome: {result['outcome']}"
-        + (f" (by {result['interrupted_by']})" if result.get("interrupted_by") else ""),
+        + (f" (by {result['interrupted_by']}" if result.get("interrupted_by") else "")
+        + (" during the warm-up: the run never started" if result.get("ended_by") == "warm-up"
+           else "") + (")" if result.get("interrupted_by") else ""),
         f"config: {cfg['threads']} threads ({cfg['reclaimers']} reclaimers), {cfg['pages']} pages,"
         f" locking={cfg['locking']}, capture={'on' if cfg['capture'] else 'off'},"
         + (f" reclaim-policy={cfg['reclaim_policy']}," if cfg.get("reclaim_policy") else "")

@@ -33,7 +33,7 @@ from harness import hierarchy as H
 from harness import lockdep
 from harness import race
 from harness import result as R
-from harness.signals import exit_status, signal_name
+from harness.signals import exit_status, shielded, signal_name
 from workers.counters import thread_counters
 from workers.detectors import thread_violations
 from workers.pool import Workers
@@ -342,7 +342,13 @@ def find_cycle(succ):
 
 
 def warm_up():
-    """Compile or load every kernel a run uses, on a tiny zone; returns seconds taken."""
+    """Compile or load every kernel a run uses, on a tiny zone; returns seconds taken.
+
+    A signal interrupts the wait for the compile, never the compile (signals.shielded)."""
+    return shielded(_warm_up)
+
+
+def _warm_up():
     t0 = time.perf_counter()
     run = Run(RunConfig(threads=2, reclaimers=1, seconds=1, pages=1 << 10, check_ms=0))
     run.sec.ctl[L.CTL_STOP] = 1
@@ -367,6 +373,29 @@ def run_stress(cfg: RunConfig, progress=None, warm_s=None):
     wall, cpu = run.execute()
     end = run.finish()
     return R.finalize(collect(run, wall, cpu, warm_s, end))
+
+
+def machine():
+    """What a result was measured on."""
+    return {"cores": os.cpu_count(), "python": platform.python_version(),
+            "numba": numba.__version__, "numpy": np.__version__, "platform": platform.platform()}
+
+
+def interrupted_in_warm_up(cfg: RunConfig, warm_s, exc):
+    """The finalized result of a run interrupted by `exc` before it started (while the
+    kernels compiled): no counts, outcome interrupted, ended by the warm-up."""
+    return R.finalize({
+        "schema": R.SCHEMA, "version": R.VERSION, "kind": "stress",
+        "config": to_dict(cfg), "command": repro_command(cfg),
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - warm_s)),
+        "warmup_s": round(warm_s, 3), "duration_s": 0.0, "cpu_s": 0.0, "parallelism": 0.0,
+        "outcome": "interrupted", "ended_by": "warm-up",
+        "interrupted_by": signal_name(exc), "signal_exit": exit_status(exc),
+        "totals": R.totals([], 0.0), "threads": [], "locks": {}, "checks": 0, "samples": [],
+        "worker_violations": [], "invariant_violations": [], "end": {}, "traces": [],
+        "detection_s": {}, "warnings": [],
+    })
 
 
 def run_bounds_checked(cfg, timeout=None):
@@ -413,9 +442,7 @@ def collect(run, wall, cpu, warm, end):
         "schema": R.SCHEMA, "version": R.VERSION, "kind": "stress",
         "config": to_dict(cfg),
         "command": repro_command(cfg),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                    "numba": numba.__version__, "numpy": np.__version__,
-                    "platform": platform.platform()},
+        "machine": machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - wall)),
         "warmup_s": round(warm, 3),
         "duration_s": round(wall, 3),

@@ -48,3 +48,32 @@ def reraise_if_interrupted(result):
     """Raise the interrupt a run caught, so a caller that runs many stops too."""
     if result.get("outcome") == "interrupted":
         raise Interrupted((result.get("signal_exit") or 130) - 128)
+
+
+def shielded(fn):
+    """`fn()` run in a daemon thread while the main thread waits for it; its result, or its
+    exception re-raised.
+
+    A signal then interrupts the wait at once and never `fn` itself: Numba compiles
+    through ctypes callbacks, and an interrupt raised inside one is swallowed and leaves
+    the compiler half-done (an unrelated error later, with a traceback).  An interrupted
+    `fn` is abandoned; the process is about to exit.
+    """
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return fn()
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:        # re-raised in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="shielded", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

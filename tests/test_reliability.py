@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -398,6 +399,48 @@ def test_termination_signals_save_a_partial_report(sig, status, tmp_path, warmed
     saved = R.load(reports[0])
     assert saved["outcome"] == "interrupted" and saved["exit_status"] == status
     assert saved["interrupted_by"] == signal.Signals(sig).name
+
+
+def test_sigterm_during_the_warm_up_saves_a_report_of_a_run_that_never_started(tmp_path):
+    """An empty kernel cache: SIGTERM lands while the kernels compile."""
+    proc = subprocess.Popen(harness_cmd("stress", "--seconds", "30", *SMALL, "--report-dir",
+                                        str(tmp_path / "reports")), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, HARNESS_CACHE_DIR=str(tmp_path / "cache")))
+    for line in proc.stderr:
+        if line.startswith("warm-up: compiling"):
+            break
+    time.sleep(1.0)
+    out, err = interrupt(proc, signal.SIGTERM)
+    assert proc.returncode == 143, (out, err)
+    assert out.startswith("verdict: INTERRUPTED")
+    saved = R.load(glob.glob(str(tmp_path / "reports" / "stress-*.json"))[0])
+    assert saved["outcome"] == "interrupted" and saved["ended_by"] == "warm-up"
+    assert saved["threads"] == [] and saved["warmup_s"] > 0
+    assert saved["command"].startswith("python -m harness stress")
+
+
+def test_shielded_returns_and_raises_what_its_function_does_and_a_signal_stops_only_the_wait():
+    from harness import signals
+    assert signals.shielded(lambda: 5) == 5
+    with pytest.raises(ZeroDivisionError):
+        signals.shielded(lambda: 1 / 0)
+    finished = []
+
+    def slow():
+        time.sleep(0.6)
+        finished.append(True)        # not interrupted: the signal went to the waiting thread
+    restore = signals.install()
+    try:
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        t0 = time.monotonic()
+        with pytest.raises(signals.Interrupted):
+            signals.shielded(slow)
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        restore()
+    time.sleep(0.8)
+    assert finished == [True]
 
 
 def test_ctrl_c_stops_bench_promptly(warmed):
