@@ -537,9 +537,11 @@ def cmd_nightly(args):
     except (N.NightlyError, M.MatrixError, H.HistoryError) as err:
         raise UsageError(str(err)) from None
     try:
+        from harness.mutants import generate
+        mutants = generate() if matrix.mutants_per_night > 0 else None     # once: 0.6 s
         try:
             plan = N.plan(matrix, budget, slots, shard, args.seed, args.rounds,
-                          trial_s=args.trial_seconds)
+                          trial_s=args.trial_seconds, mutants=mutants)
         except N.NightlyError as err:
             raise UsageError(str(err)) from None
         say("warm-up: compiling or loading the kernels...")
@@ -549,7 +551,7 @@ def cmd_nightly(args):
         say(f"warm-up: {warm:.1f} s")
         try:        # the trials get what the warm-up left of the budget
             plan = N.plan(matrix, budget - warm, slots, shard, args.seed, args.rounds,
-                          trial_s=args.trial_seconds)
+                          trial_s=args.trial_seconds, mutants=mutants)
         except N.NightlyError:
             pass    # keep the first plan: the deadline skips what does not fit
         say(f"nightly: {plan.how}")

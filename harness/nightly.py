@@ -565,19 +565,26 @@ def merge_mutants(parts):
 def exit_status(night):
     """0, 1 (new bucket, regression, mutant finding), 5 (a canary escaped or a mutant
     survived undeclared), or the interrupt's status."""
+    return grade(night)[0]
+
+
+def grade(night):
+    """(exit status, the word a report heads with): the first reason that applies wins."""
     if night.get("interrupted"):
-        return night.get("interrupt_status") or 130
+        return night.get("interrupt_status") or 130, "INTERRUPTED"
     mutants = (night.get("mutants") or {}).get("summary") or {}
-    if any(c["escaped"] for c in night["canaries"].values()) or mutants.get("gaps"):
-        return EXIT_CANARY
+    if any(c["escaped"] for c in night["canaries"].values()):
+        return EXIT_CANARY, "CANARY ESCAPED"
+    if mutants.get("gaps"):
+        return EXIT_CANARY, "MUTANT SURVIVED"
     hist = night.get("history") or {}
     if any(b.get("state", "new") in ("new", "reopened") for b in night["buckets"].values()):
-        return EXIT_FINDING
-    if any(mutants.get(k) for k in ("wrong_declarations", "control_killed", "compile_errors")):
-        return EXIT_FINDING
+        return EXIT_FINDING, "NEW BUCKET"
     if any(p.get("regression") for p in hist.get("perf", {}).values()):
-        return EXIT_FINDING
-    return EXIT_OK
+        return EXIT_FINDING, "PERFORMANCE REGRESSION"
+    if any(mutants.get(k) for k in ("wrong_declarations", "control_killed", "compile_errors")):
+        return EXIT_FINDING, "MUTANT FINDING"
+    return EXIT_OK, "PASS"
 
 
 def load_night(path):

@@ -4,8 +4,8 @@ import time
 
 from harness import trials as T
 from harness.mutants_campaign import outcome
+from harness.nightly import grade
 
-WORDS = {0: "PASS", 1: "NEW BUCKET OR REGRESSION", 5: "CANARY ESCAPED"}
 MAX_VACUITY = 10                # lines of the vacuity list in a CI comment
 
 
@@ -38,16 +38,9 @@ def counts(night):
 
 
 def headline(night):
+    """The night's verdict in one line: the word of the first reason its exit status has."""
     st = night["exit_status"]
-    word = "INTERRUPTED" if night.get("interrupted") else WORDS.get(st, f"exit {st}")
-    if st == 5 and not any(c["escaped"] for c in night["canaries"].values()):
-        word = "MUTANT SURVIVED"
-    hist = night.get("history") or {}
-    if st == 1 and not any(b.get("state", "new") in ("new", "reopened")
-                           for b in night["buckets"].values()) and \
-            not any(p.get("regression") for p in hist.get("perf", {}).values()):
-        word = "MUTANT FINDING"
-    return f"Nightly race detection, {night['label']}: **{word}** (exit status {st})"
+    return f"Nightly race detection, {night['label']}: **{grade(night)[1]}** (exit status {st})"
 
 
 def render(night):
