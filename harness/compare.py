@@ -20,7 +20,8 @@ MODES = {"plain": {}, "chaos": {"chaos": 0.02}, "pct": {"schedule": "pct"},
          "pct-sites": {"schedule": "pct-sites"}}
 
 
-def compare(fault, trials, budget, modes, base, depth=3, steps=2000):
+def compare(fault, trials, budget, modes, base, depth=RunConfig.pct_depth,
+            steps=RunConfig.pct_steps):
     from harness.runner import warm_up
     warm_up()
     out = {}
@@ -49,8 +50,8 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=5.0)
     p.add_argument("--modes", default="plain,chaos,pct")
     p.add_argument("--preset", choices=sorted(PRESETS))
-    p.add_argument("--pct-depth", type=int, default=3)
-    p.add_argument("--pct-steps", type=int, default=2000)
+    p.add_argument("--pct-depth", type=int, default=RunConfig.pct_depth)
+    p.add_argument("--pct-steps", type=int, default=RunConfig.pct_steps)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     unknown = [m for m in a.modes.split(",") if m not in MODES]

@@ -61,7 +61,7 @@ class RunConfig:
     chaos: float = 0.0
     schedule: str = "none"           # none, pct or pct-sites: controlled scheduling (harness.sched)
     pct_depth: int = 3               # PCT: bug depth d (d - 1 priority changes a round)
-    pct_steps: int = 2000            # PCT: scheduling points a round (k)
+    pct_steps: int = 50000           # PCT: scheduling points a round (k); README: long rounds
     capture_lists: int = 0           # capture-list rows; 0: max(8, 2 * reclaimers)
     boundscheck: bool = False        # run the kernels compiled with bounds checks
     pcp: bool = True                 # per-CPU lists for orders 0..3 (harness.pcp), as in Linux
@@ -310,7 +310,8 @@ OPTIONS = (
            help="with --schedule pct[-sites]: the bug depth d, d - 1 priority changes a round"
                 " (default 3)"),
     Option("pct_steps", "--pct-steps", _int(1, 1 << 40), parse_int,
-           help="with --schedule pct[-sites]: scheduling points a round, k (default 2000)"),
+           help="with --schedule pct[-sites]: scheduling points a round, k (default 50000: a demoted thread waits to the end"
+                " of its round, so the other side of a race needs a long round to get there)"),
     Option("capture_lists", "--capture-lists", _int(0, 4096), parse_int,
            help="capture-list rows in the zone; 0: max(8, 2 x reclaimers) (default 0)"),
     Option("reclaim_policy", "--reclaim-policy", _choice(POLICIES + ("",)), str,
