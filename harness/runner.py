@@ -43,6 +43,7 @@ POLL_S = 0.005                  # the main thread's sampling period (watchdog re
 LOCKDEP_POLL_S = 0.2
 SETTLE_S = 0.5                  # after a hang, how long the threads not in a lock wait get to exit
 LOST_WAKEUP_S = 0.2             # a sleeper on a free lock this long, lock untouched: lost wakeup
+ASLEEP_ON_FREE_S = 0.5          # the watchdog ends a run at once after this (no stall limit)
 
 
 class Run:
@@ -78,6 +79,7 @@ class Run:
         self.interrupted_by = self.signal_exit = None
         self.ended_by = None            # time, violation, hang, interrupted, workers exited
         self.unjoined, self.stalled, self.wait_for = [], [], None
+        self.asleep = {}                # (thread, lock row, acquisitions) -> first seen asleep
         self.detected_s = {}            # detector -> seconds from start to its first finding
         self.crashes = []               # a worker's exception (the bounds-checked build)
 
@@ -121,6 +123,9 @@ class Run:
             if self.sec.ctl[L.CTL_STOP] or time.monotonic() > deadline:
                 self._ctl(L.CTL_PARK, 0)
                 return time.monotonic() <= deadline
+            if self.asleep_on_free_locks(time.monotonic()):
+                self._ctl(L.CTL_PARK, 0)
+                return False
             time.sleep(0.0005)
         found = check_zone(self.z) + self.workers.check()
         self.checks += 1
@@ -195,6 +200,7 @@ class Run:
             parked = self.t[:, L.T_STATE, L.T_PARKED] != 0
             stuck = [i for i in range(cfg.threads)
                      if alive[i] and not parked[i] and now - last_change[i] > cfg.stall_s]
+            stuck = stuck or self.asleep_on_free_locks(now)
             if stuck:
                 self.stalled = stuck
                 self.outcome = "hang"
@@ -219,6 +225,19 @@ class Run:
                 self.sample(now - t0)
                 next_sample += 1.0
             time.sleep(POLL_S)
+
+    def asleep_on_free_locks(self, now):
+        """Threads asleep on a lock that nobody has held or taken for ASLEEP_ON_FREE_S: a
+        lost wakeup, named without waiting for the stall limit.  Polled by the watchdog
+        loop and while waiting for threads to park (a sleeper never parks)."""
+        seen = {}
+        for i in range(self.cfg.threads):
+            row = int(self.t[i, L.T_STATE, L.T_WAITING]) - 1
+            if row >= 0 and self.z[row, L_OWNER] == 0:
+                key = (i, row, int(self.z[row, L_ACQ]))     # (thread, lock, acquisitions)
+                seen[key] = self.asleep.get(key, now)       # when first seen so
+        self.asleep = seen
+        return [i for (i, _, _), first in seen.items() if now - first >= ASLEEP_ON_FREE_S]
 
     def _stop(self, threads):
         """Stop every worker; a thread that does not stop is a hang, ended by the abort."""

@@ -38,8 +38,9 @@ def name_of(z):
 def test_a_lost_wakeup_is_a_named_hang(warmed):
     from harness.runner import run_stress
     r = run_stress(RunConfig(threads=2, reclaimers=1, seconds=15, pages=16384, seed=1,
-                             fault="unlock-no-wake", stall_s=1.0), warm_s=0.0)
+                             fault="unlock-no-wake", stall_s=30.0, check_ms=50), warm_s=0.0)
     assert r["verdict"] == "HANG", r["problems"]
+    assert r["detection_s"]["watchdog"] < 10      # found asleep on a free lock, not by stalling
     lost = [e for e in r["wait_for"]["edges"] if e.get("lost_wakeup")]
     assert lost and lost[0]["held_by"] == -1
     text = f"thread {lost[0]['thread']} waits for {lost[0]['waits_for_lock']}, held by nobody:" \
@@ -64,6 +65,22 @@ def test_a_sleeper_on_a_free_lock_is_a_lost_wakeup_only_if_nobody_takes_the_lock
     (edge,) = run.wait_for_graph()["edges"]
     assert edge["waits_for_lock"] == "block[1]" and edge["held_by"] == -1
     assert edge["lost_wakeup"] is (not taken_meanwhile)
+
+
+@pytest.mark.parametrize("taken_meanwhile", [False, True])
+def test_the_watchdog_ends_a_run_once_a_sleeper_stays_on_a_free_untaken_lock(taken_meanwhile):
+    from harness.runner import ASLEEP_ON_FREE_S, Run
+    run = Run(RunConfig(threads=2, reclaimers=1, pages=1 << 12, seconds=1))
+    row = block_lock(run.z, 1024)
+    run.t[1, L.T_STATE, L.T_WAITING] = row + 1          # thread 1 asleep on block[1], free
+    assert run.asleep_on_free_locks(100.0) == []
+    if taken_meanwhile:
+        run.z[row, L.L_ACQ] += 1
+    assert run.asleep_on_free_locks(100.0 + ASLEEP_ON_FREE_S / 2) == []
+    expected = [] if taken_meanwhile else [1]           # taken: the clock started again
+    assert run.asleep_on_free_locks(100.0 + ASLEEP_ON_FREE_S) == expected
+    run.z[row, L_OWNER] = 1                             # held: a plain wait, not a lost wakeup
+    assert run.asleep_on_free_locks(100.0 + 2 * ASLEEP_ON_FREE_S) == []
 
 
 # ---------------------------------------------------------------- the witness
