@@ -310,8 +310,9 @@ OPTIONS = (
            help="with --schedule pct[-sites]: the bug depth d, d - 1 priority changes a round"
                 " (default 3)"),
     Option("pct_steps", "--pct-steps", _int(1, 1 << 40), parse_int,
-           help="with --schedule pct[-sites]: scheduling points a round, k (default 50000: a demoted thread waits to the end"
-                " of its round, so the other side of a race needs a long round to get there)"),
+           help="with --schedule pct[-sites]: scheduling points a round, k (default 50000: a"
+                " demoted thread waits to the end of its round, so the other side of a race"
+                " needs a long round to get there)"),
     Option("capture_lists", "--capture-lists", _int(0, 4096), parse_int,
            help="capture-list rows in the zone; 0: max(8, 2 x reclaimers) (default 0)"),
     Option("reclaim_policy", "--reclaim-policy", _choice(POLICIES + ("",)), str,

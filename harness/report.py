@@ -12,11 +12,12 @@ def summary(result, path=None):
     """The human summary of a finalized stress result."""
     cfg = result["config"]
     tot = result.get("totals") or totals(result["threads"], result["duration_s"])
+    by = result.get("interrupted_by")
+    when = " during the warm-up: the run never started" if result.get("ended_by") == "warm-up" \
+        else ""
     lines = [
         f"verdict: {result['verdict']}   outcome: {result['outcome']}"
-        + (f" (by {result['interrupted_by']}" if result.get("interrupted_by") else "")
-        + (" during the warm-up: the run never started" if result.get("ended_by") == "warm-up"
-           else "") + (")" if result.get("interrupted_by") else ""),
+        + (f" (by {by}{when})" if by else ""),
         f"config: {cfg['threads']} threads ({cfg['reclaimers']} reclaimers), {cfg['pages']} pages,"
         f" locking={cfg['locking']}, capture={'on' if cfg['capture'] else 'off'},"
         + (f" reclaim-policy={cfg['reclaim_policy']}," if cfg.get("reclaim_policy") else "")
