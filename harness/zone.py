@@ -334,11 +334,11 @@ def merge_and_place(z, t, me, pfn, order, target, use):
         skip_capture_lock = fault(z, F.FAULT_CAPTURE_PLACE_UNLOCKED)
         check_before_lock = fault(z, F.FAULT_TOCTOU_CAPTURE_STATE)
         row = lrow(z, target)
-        is_open = z[row, LS_STATE] == use
-        if check_before_lock:
-            # between the unlocked check and the act; onto another thread's list, a site of
-            # its own: the cross-thread case is the rare one, and the one that races
-            chaos(z, t, me, P_PLACE_CHECK_OWN if own else P_PLACE_CHECK)
+        is_open = z[row, LS_STATE] == use      # unlocked: only a hint until re-read below
+        # Between the unlocked check and the act.  Onto another thread's list is a site of
+        # its own: the cross-thread case is the rare one, and the one that races (its
+        # owner may close the list here, which the re-read under the lock must see).
+        chaos(z, t, me, P_PLACE_CHECK_OWN if own else P_PLACE_CHECK)
         if not skip_capture_lock and not fine_lock(z, t, me, lk, H.S_PLACE_CAPTURE):
             return ABORTED
         if not check_before_lock:
