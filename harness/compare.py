@@ -53,17 +53,21 @@ def main(argv=None):
     p.add_argument("--pct-depth", type=int, default=RunConfig.pct_depth)
     p.add_argument("--pct-steps", type=int, default=RunConfig.pct_steps)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-pcp", action="store_true",
+                   help="no per-CPU lists: every free goes through the buddy and its capture lists")
     a = p.parse_args(argv)
     unknown = [m for m in a.modes.split(",") if m not in MODES]
     if unknown:
         p.error(f"unknown mode {unknown[0]!r} (modes: {', '.join(MODES)})")
-    base = dict(threads=a.threads, reclaimers=1, pages=16384, check_ms=50, stall_s=2.0)
+    base = dict(threads=a.threads, reclaimers=1, pages=16384, check_ms=50, stall_s=2.0,
+                pcp=not a.no_pcp)
     if a.preset:
         base.update(PRESETS[a.preset], check_ms=50, stall_s=2.0)
     res = compare(a.fault, a.trials, a.budget, a.modes.split(","), RunConfig(**base),
                   a.pct_depth, a.pct_steps)
     print(f"| mode | caught | median time to detection | ops/s | detectors |  ({a.fault},"
-          f" {a.trials} trials of {a.budget:g} s{', preset ' + a.preset if a.preset else ''})")
+          f" {a.trials} trials of {a.budget:g} s{', preset ' + a.preset if a.preset else ''}"
+          f"{', no per-CPU lists' if a.no_pcp else ''})")
     print("|---|---|---|---|---|")
     for mode, r in res.items():
         ttd = f"{r['median_ttd_s']:.2f} s" if r["median_ttd_s"] is not None else "-"

@@ -471,9 +471,10 @@ def test_mutants_are_built_from_the_snapshot_taken_at_the_start(real, cheap_comp
         open(os.path.join(ROOT, "workers", "allocator.py")).read()
 
 
-def test_odd_trials_run_one_thread_more_and_two_reclaimers():
+def test_even_trials_run_without_per_cpu_lists_odd_ones_one_thread_more_and_two_reclaimers():
     camp = MC.Campaign([], template(), 2, None, 1, None, print, lambda out: None, 1)
     even, odd = camp._cfg("fine", 0), camp._cfg("zone", 1)
     assert (even.threads, even.reclaimers, odd.threads, odd.reclaimers) == (2, 1, 3, 2)
+    assert (even.pcp, odd.pcp) == (False, True)
     assert (even.seed, odd.seed, odd.locking) == (7, 8, "zone")
     assert camp.out["config"]["odd_trials"] == {"threads": 3, "reclaimers": 2}
