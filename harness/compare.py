@@ -1,11 +1,13 @@
 """Detection power side by side: one fault, the same seeds, under several run modes.
 
     python -m harness.compare --fault count-outside-lock --trials 10 --budget 5 \\
-        --modes plain,chaos,pct [--preset reuse]
+        --modes plain,chaos,pct [--preset reuse] [--no-pcp]
 
 Modes: plain (no delays), chaos (--chaos 0.02), pct and pct-sites (--schedule pct or
-pct-sites with --pct-depth, --pct-steps).  Prints, per mode, how many trials caught the fault, the median time to
-detection, and the operations per second of the clean control in that mode (overhead).
+pct-sites with --pct-depth, --pct-steps).  Prints, per mode, how many trials caught the
+fault, the median time to detection, and the operations per second of the clean control
+in that mode (overhead).  Run in a mutant's tree with its cache (`mutants --work-dir`),
+`--fault clean` measures that mutant.
 """
 
 import argparse
