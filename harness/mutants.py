@@ -403,11 +403,15 @@ def early_unlock(f):
                 continue
             key = _key(call)
             inner = _fault_test(st.test, f.flags) if isinstance(st, ast.If) else None
+            reads = {n.id for n in ast.walk(st) if isinstance(n, ast.Name)
+                     and isinstance(n.ctx, ast.Load)}
             target = None
             for w in range(r - 1, -1, -1):
                 if any(_key(c) == key for c in _calls(body[w], ACQUIRE)) or \
                         isinstance(body[w], (ast.While, ast.For)):
                     break           # nothing written under the lock here; a loop is no write
+                if _assigned_names([body[w]]) & reads:
+                    break           # the release needs this value: it cannot move above it
                 if any(_verb(n, RELEASE) and _key(n) == key for n in ast.walk(body[w])):
                     continue        # another path's release: its writes are not ours
                 if _writes(body[w], f.writers):

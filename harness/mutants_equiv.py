@@ -19,9 +19,6 @@ _BAD_INPUT = ("guards against bad input (a block that is not allocated at that o
               " their own open list, so under stress the check never fails; the API tests"
               " cover the EINVAL path")
 
-_CLOSED = ("the list's STATE was set CLOSED (and its head to none) under the lock before:"
-           " a placer finds it not open and a merge finds it not OPEN, so from then on no"
-           " other thread reads or writes the list's head or count")
 _FREE_ROW = ("the list is CLOSED and empty: a capture_start finds it not UNUSED and a merge"
              " not OPEN, so nothing else touches the row; the fine scheme makes this same"
              " store with no lock held, by design (a release store)")
@@ -32,7 +29,6 @@ EQUIVALENT = {
     "early-unlock/capture_finish/blk#1": _OWNER_FIELD,
     "drop-lock/capture_start/lk": _NEW_LIST,
     "drop-lock/capture_start/zone": _NEW_LIST,
-    "early-unlock/capture_finish/lk": _CLOSED,
     "early-unlock/capture_finish/zone": _FREE_ROW,
     "early-unlock/capture_start/lk": _NEW_LIST,
     "early-unlock/capture_start/zone": _NEW_LIST,
