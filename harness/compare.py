@@ -64,7 +64,7 @@ def main(argv=None):
     base = dict(threads=a.threads, reclaimers=1, pages=16384, check_ms=50, stall_s=2.0,
                 pcp=not a.no_pcp)
     if a.preset:
-        base.update(PRESETS[a.preset], check_ms=50, stall_s=2.0)
+        base.update(PRESETS[a.preset])
     res = compare(a.fault, a.trials, a.budget, a.modes.split(","), RunConfig(**base),
                   a.pct_depth, a.pct_steps)
     print(f"| mode | caught | median time to detection | ops/s | detectors |  ({a.fault},"

@@ -400,6 +400,11 @@ def machine():
             "numba": numba.__version__, "numpy": np.__version__, "platform": platform.platform()}
 
 
+def started(seconds_ago):
+    """When a result's run started, `seconds_ago` seconds before now (UTC, ISO 8601)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - seconds_ago))
+
+
 def interrupted_in_warm_up(cfg: RunConfig, warm_s, exc):
     """The finalized result of a run interrupted by `exc` before it started (while the
     kernels compiled): no counts, outcome interrupted, ended by the warm-up."""
@@ -407,7 +412,7 @@ def interrupted_in_warm_up(cfg: RunConfig, warm_s, exc):
         "schema": R.SCHEMA, "version": R.VERSION, "kind": "stress",
         "config": to_dict(cfg), "command": repro_command(cfg),
         "machine": machine(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - warm_s)),
+        "started": started(warm_s),
         "warmup_s": round(warm_s, 3), "duration_s": 0.0, "cpu_s": 0.0, "parallelism": 0.0,
         "outcome": "interrupted", "ended_by": "warm-up",
         "interrupted_by": signal_name(exc), "signal_exit": exit_status(exc),
@@ -462,7 +467,7 @@ def collect(run, wall, cpu, warm, end):
         "config": to_dict(cfg),
         "command": repro_command(cfg),
         "machine": machine(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - wall)),
+        "started": started(wall),
         "warmup_s": round(warm, 3),
         "duration_s": round(wall, 3),
         "cpu_s": round(cpu, 3),

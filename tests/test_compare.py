@@ -32,6 +32,7 @@ def test_per_cpu_lists_stay_on_by_default_also_with_a_preset(seen):
     CMP.main(["--fault", "clean", "--preset", "reuse"])
     base = seen[0][4]
     assert base.pcp and (base.threads, base.reclaimers) == (4, 2)
+    assert (base.check_ms, base.stall_s) == (50, 2.0)
 
 
 def test_an_unknown_mode_is_a_usage_error(seen):
