@@ -8,13 +8,15 @@ from numba import njit
 
 from harness.atomics import cpu_pause, sched_yield
 from harness.layout import A_CHAOS_HITS, A_CHAOS_RNG, F_CHAOS, T_AUX, flags_row
+from harness.outline import out_of_line
 from harness.rng import bounded, step
 from harness.sched import (P_AFTER_UNLOCK, P_CACHE_FOUND, P_CACHE_USE, P_COUNT_LATE,  # noqa: F401
                            P_MERGE_CHECK, P_PCP_COUNT_LATE, P_PCP_HEAD, P_PLACE_CHECK,
                            P_PLACE_CHECK_OWN, pct_point, scheduled)
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def _stall(z, t, me):
     x = step(t[me, T_AUX, A_CHAOS_RNG])
     t[me, T_AUX, A_CHAOS_RNG] = x

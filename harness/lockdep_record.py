@@ -22,6 +22,7 @@ from harness.layout import (A_ABORTED, A_SLEPT_CLASS, A_SLEPT_HOLDING, A_SLEPT_S
                             A_SLEPT_WAITING, A_UNHELD_STAMP, CTL_STOP, F_STOP_ON_VIOLATION,
                             LD_ALLOWED, L_CLASS, MAX_HELD, T_AUX, T_EDGE0, T_EDGE_STAMP0, T_HELD,
                             T_LOCKDEP_ERR, T_NHELD, T_STATE, ctl_row, flags_row, lockdep_row)
+from harness.outline import out_of_line
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -42,7 +43,8 @@ def _push(t, me, lk):
     t[me, T_STATE, T_NHELD] = n + 1
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def lockdep_note(z, t, me, lk, site):
     """About to wait for lock `lk`: record class edges held -> lk's class, push lk."""
     if t[me, T_AUX, A_ABORTED] != 0:
@@ -55,7 +57,8 @@ def lockdep_note(z, t, me, lk, site):
     _push(t, me, lk)
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def lockdep_note_try(z, t, me, lk):
     """A trylock succeeded: push lk, but add no edge (a trylock waits for nobody)."""
     if t[me, T_AUX, A_ABORTED] == 0:
@@ -69,7 +72,8 @@ def _unheld(t, me):
     t[me, T_STATE, T_LOCKDEP_ERR] += 1
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def lockdep_forget(z, t, me, lk):
     """Pop lk from the held stack (any position); count an unlock of a lock not held."""
     if t[me, T_AUX, A_ABORTED] != 0:
@@ -84,7 +88,8 @@ def lockdep_forget(z, t, me, lk):
     _unheld(t, me)
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def note_sleep(z, t, me, row):
     """About to sleep for lock `row`: record it if a NO_SLEEP class is held."""
     if t[me, T_AUX, A_ABORTED] != 0:

@@ -32,6 +32,7 @@ from harness.faults import fault
 from harness.layout import (CTL_ABORT, F_LOCKDEP, L_ACQ, L_CLASS, L_CONT, L_OWNER, L_TRYFAIL,
                             L_WAIT_NS, L_WORD, T_STATE, T_WAITING, ctl_row, flags_row)
 from harness.lockdep_record import note_sleep
+from harness.outline import out_of_line
 from harness.sched import BLOCKED, RUNNING, sched_publish
 from harness.witness import WK_EXCLUSION_LOST, witness
 
@@ -64,7 +65,8 @@ def lock_try(z, row, me, t):
     return False
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def _lock_slow(z, row, me, t):
     """Contended path: spin briefly, then sleep on the futex until free or stopped."""
     t0 = monotonic_ns()

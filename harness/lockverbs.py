@@ -28,6 +28,7 @@ from harness.layout import (A_ABORTED, F_LOCKDEP, LS_OWNER, LS_STATE, M_AREA0, M
 from harness.isolate import MODE_SHIFT
 from harness.lockdep_record import lockdep_forget, lockdep_note, lockdep_note_try
 from harness.locks import L_OWNER, lock_acquire, lock_release, lock_try
+from harness.outline import out_of_line
 from harness.witness import (WK_BLOCK_NOT_HELD, WK_NOT_HELD, WK_NOT_OPEN, WK_RECURSIVE,
                              WK_RELEASE_NOT_OWNER, witness)
 
@@ -93,7 +94,8 @@ def assert_list_locked(z, t, me, lst):
         _assert_list_locked(z, t, me, lst)
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def _assert_list_locked(z, t, me, lst):
     lk = list_lock(z, lst)
     owner = z[lk, L_OWNER]
@@ -112,7 +114,8 @@ def assert_block_locked(z, t, me, pfn):
         _assert_block_locked(z, t, me, pfn)
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def _assert_block_locked(z, t, me, pfn):
     lk = zone_lock(z) if zone_scheme(z) else block_lock(z, pfn)
     owner = z[lk, L_OWNER]

@@ -41,6 +41,7 @@ from harness.layout import (CTL_ABORT, CTL_PARK, CTL_STOP, SC_CHANGED, SC_DEPTH,
                             SC_SEED, SC_STEP, SC_STEPS, SCHED_OFF, SCHED_PCT_SITES, T_SCHED,
                             TS_CHANGES, TS_POINTS, TS_PRIO, TS_ROUND, TS_STATE, TS_TIMEOUTS,
                             TS_WAITS, ctl_row, sched_row)
+from harness.outline import out_of_line
 from harness.rng import step
 
 # The race-window points by site (the `site` of chaos and pct_point): before a lock, one
@@ -118,7 +119,8 @@ def _claim_change(z, s, rnd, j):
             return True
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def pct_point(z, t, me, site):
     """One scheduling point at `site` (POINTS): take a global step, apply a change point,
     wait to be highest."""

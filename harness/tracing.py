@@ -9,6 +9,7 @@ from numba import njit
 from harness.atomics import cycle_counter
 from harness.layout import (F_TRACE, RING, RING_FIELDS, RING_PER_ROW, R_OP, R_ORDER, R_PFN,
                             R_STAMP, T_RING0, T_RING_POS, T_STATE, flags_row)
+from harness.outline import out_of_line
 
 OP_ALLOC, OP_FREE, OP_CAPFREE, OP_CAPSTART, OP_CAPFINISH, OP_CAPTURED = 1, 2, 3, 4, 5, 6
 OP_PCP_ALLOC, OP_PCP_FREE = 7, 8        # harness.pcp: from / onto the thread's per-CPU list
@@ -25,7 +26,8 @@ def trace(z, t, me, op, pfn, order):
         _record(t, me, op, pfn, order)
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def _record(t, me, op, pfn, order):
     """The append itself: out of line, so that a trace site costs one flag test when off."""
     pos = t[me, T_STATE, T_RING_POS]

@@ -24,6 +24,7 @@ from numba import njit
 from harness.atomics import cycle_counter, store_release
 from harness.layout import (CTL_STOP, F_STOP_ON_VIOLATION, T_WITNESS, W_COUNT, W_KIND, W_LOCK,
                             W_OTHER, W_SITE, W_STAMP, ctl_row, flags_row)
+from harness.outline import out_of_line
 
 (WK_EXCLUSION_LOST, WK_RELEASE_NOT_OWNER, WK_RECURSIVE, WK_NOT_HELD, WK_NOT_OPEN,
  WK_BLOCK_NOT_HELD) = 1, 2, 3, 4, 5, 6
@@ -35,7 +36,8 @@ KIND_NAMES = {WK_EXCLUSION_LOST: "mutual_exclusion_lost",
               WK_BLOCK_NOT_HELD: "block_changed_without_its_lock"}
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def witness(z, t, me, kind, lk, other, site):
     """Record finding `kind` on lock row `lk` (`other`: the other thread slot, -1 for nobody)."""
     n = t[me, T_WITNESS, W_COUNT]

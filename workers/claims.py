@@ -32,6 +32,7 @@ from numba import njit
 
 from harness.atomics import cas, fetch_add
 from harness.layout import GROUP_SHIFT, PG_CLAIM, W, group_row0
+from harness.outline import out_of_line
 
 SMALL = 1 << GROUP_SHIFT                # pages of a group; blocks below this order are small
 LARGE_SHIFT = 32
@@ -82,7 +83,8 @@ def _small_inside(z, g):
     return True, base, -1, 0                # counted, but its words came and went
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def _group_holder(z, g, word):
     """Name whoever group word `word` (of group g) says holds a page of it."""
     large = word >> LARGE_SHIFT

@@ -29,6 +29,7 @@ from harness.layout import (CAPTURED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, CTL
                             stamp_row0)
 from harness.lockverbs import block_lock, capture_lock, fine_lock, fine_unlock, zone_enter, \
     zone_leave
+from harness.outline import out_of_line
 from workers.claims import claim, hand_over_claim, word_owner
 from workers.counters import C_OPS
 
@@ -75,7 +76,8 @@ def flag(z, f):
     return z[flags_row(z), f] != 0
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def violation(z, t, me, kind, pfn, order, page, expected, found, other_order=-1):
     """Record a violation in this thread's rows; stop the run if so configured.
 
@@ -136,7 +138,8 @@ def set_stamp(z, pfn, value):
     z[stamp_row0(z) + (pfn >> 3), pfn & 7] = value
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def _report_bad_stamps(z, t, me, pfn, order, expected, kind, new):
     """After `restamp`'s pass found a bad page in block (pfn, order): a `kind` violation for
     each page that held something other than `expected` (the pass left `found ^ expected ^

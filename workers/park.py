@@ -6,6 +6,7 @@ from numba import njit
 
 from harness.atomics import futex_wait, load_acquire, store_release
 from harness.layout import CTL_PARK, CTL_STOP, T_COUNT0, T_HEARTBEAT, T_PARKED, T_STATE, ctl_row
+from harness.outline import out_of_line
 from workers.counters import C_OPS, C_PARKS, count
 
 ALLOCATOR_CHECK_EVERY = 64      # allocator operations (a few microseconds each) between checks
@@ -20,7 +21,8 @@ def park_if_asked(z, t, me):
         _park(z, t, me, epoch)
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
 def _park(z, t, me, epoch):
     ctl = ctl_row(z)
     count(t, me, C_PARKS, 1)
