@@ -5,7 +5,8 @@ allocates when it holds few blocks, frees a random held block when it holds
 many, and tosses a coin in between, so blocks are held for a random time.
 A freed order-0 page goes to the page-cache pool instead, CFG_CACHE_PCT
 percent of the time, so that reclaimers find memory to reclaim; every
-CFG_LOOKUP_EVERY operations it looks a cached page up (a reader holding a
+CFG_LOOKUP_EVERY operations (a power of two: a mask, not a division, per
+operation; 0 without a page cache) it looks a cached page up (a reader holding a
 reference for a moment), racing with reclaim and migration of that page.
 """
 
@@ -34,7 +35,7 @@ def allocator_loop(z, t, me, pool, held, cfg):
     while not between_ops(z, t, me, ops, ALLOCATOR_CHECK_EVERY):
         ops += 1
         x = step(x)
-        if cfg[CFG_LOOKUP_EVERY] > 0 and ops % cfg[CFG_LOOKUP_EVERY] == 0:
+        if cfg[CFG_LOOKUP_EVERY] > 0 and ops & (cfg[CFG_LOOKUP_EVERY] - 1) == 0:
             lookup(z, t, me, pool, bounded(x, 1 << 30))    # a reader of the page cache
             x = step(x)
         if n == 0 or (n < cap // 2 and bounded(x, 4) != 0) or (n < cap and bounded(x, 2) == 0):

@@ -17,7 +17,8 @@ CONFIG_FIELDS = (
     ("batch_min", 1),
     ("rheld", 1),                # blocks a reclaimer holds at most
     ("policy", 1),               # reclaim policy: an index into POLICIES
-    ("lookup_every", 1),         # an allocator looks a cached page up every N operations
+    ("lookup_every", 1),         # an allocator looks a cached page up every N (a power of
+                                 # two) operations; 0: never (no page cache, nothing to find)
 )
 _OFF = {}
 _at = 0
@@ -32,6 +33,7 @@ CFG_CDF0, CFG_RCDF0, CFG_HELD, CFG_CACHE_PCT, CFG_CAPTURE, CFG_BATCH_MUL, CFG_BA
 # Reclaim policies (harness.config.POLICIES names them in this order).
 POLICY_OFF, POLICY_CAPTURE_OWN, POLICY_CAPTURE, POLICY_MIGRATE, POLICY_MIGRATE_CAPTURE = range(5)
 LOOKUP_EVERY = 16
+assert LOOKUP_EVERY & (LOOKUP_EVERY - 1) == 0, "a mask, not a division, in the hot loop"
 
 
 def order_cdf(mix):
@@ -50,7 +52,7 @@ def worker_config(cfg):
     a[CFG_BATCH_MUL], a[CFG_BATCH_MIN] = cfg.batch_mul, cfg.batch_min
     from harness.config import POLICIES
     a[CFG_POLICY] = POLICIES.index(cfg.policy)
-    a[CFG_LOOKUP_EVERY] = LOOKUP_EVERY
+    a[CFG_LOOKUP_EVERY] = LOOKUP_EVERY if cfg.cache_pct > 0 else 0
     return a
 
 
