@@ -36,12 +36,15 @@ def test_an_out_of_line_kernel_is_a_call_with_noinline():
     hot(a, 2)
     assert a[2] == 7 and a[1] == 1
     ir = hot.inspect_llvm(hot.signatures[0])
-    rare_name = re.search(r'define [^@]*@"?([^"(]*4rare[^"(]*)', ir).group(1)
-    print("call" if re.search('call [^@]*@"?' + re.escape(rare_name), ir) else "inlined")
-    attrs = re.search(r'define [^@]*@"?' + re.escape(rare_name) + r'"?\\([^)]*\\)([^{]*)', ir)
-    groups = re.findall(r'#(\\d+)', attrs.group(1))
-    print("noinline" if any(re.search(r'attributes #' + g + r' = \\{[^}]*noinline', ir)
-                            for g in groups) else "no attribute")
+    rare = re.search(r'define [^@]*@"?([^"(]*4rare[^"(]*)"?\\([^)]*\\)([^{]*)', ir)
+    if rare is None:                                   # no definition left: inlined
+        print("inlined")
+    else:
+        name, attribute_groups = rare.groups()
+        print("call" if re.search('call [^@]*@"?' + re.escape(name), ir) else "inlined")
+        print("noinline" if any(re.search(r'attributes #' + g + r' = \\{[^}]*noinline', ir)
+                                for g in re.findall(r'#(\\d+)', attribute_groups))
+              else "no attribute")
     """)
     assert out.split() == ["call", "noinline"], out
 
