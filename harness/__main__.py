@@ -2,9 +2,10 @@
 
 import sys
 
-from harness.boundscheck import reexec
+from harness import bare, boundscheck
 
-reexec(sys.argv[1:])                    # --boundscheck: this command, in a bounds-checked build
+boundscheck.reexec(sys.argv[1:])        # --boundscheck: this command, in a bounds-checked build
+bare.reexec(sys.argv[1:])              # bench: its throughput table in the bare build
 
 from harness.cli import main  # noqa: E402
 

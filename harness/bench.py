@@ -11,7 +11,10 @@ PCP_HIGH), `python` (harness.baseline), and `c`: harness/bench_ref.c, the same
 loop over the same buddy under one pthread mutex, compiled with the system C
 compiler into a temporary directory at bench time (skipped, with one line
 saying why, when there is none).  Every variant runs in the same process (C in
-a child), one after another, so ratios compare like with like.
+a child), one after another, so ratios compare like with like.  The Numba
+variants run the bare build when the command runs in one (harness.bare: `python
+-m harness bench` does, unless --build full), the full build with every seam's
+flag off otherwise; the result says which.
 """
 
 import os
@@ -23,7 +26,7 @@ import time
 
 import numpy as np
 
-from harness import layout as L
+from harness import bare, layout as L
 from harness.baseline import PyZone
 from harness.locks import L_ACQ, L_CONT
 from harness.rng import seed_state
@@ -161,7 +164,8 @@ def run_bench(seconds=1.5, threads=(1, 2, 4, 8), repeats=3, say=None):
 
     Ratios: every variant's scaling (N threads vs 1), Numba vs C at each thread count,
     fine+pcp against zone (the one lock without per-CPU lists)."""
-    result = {"warmup_s": warm_up(), "seconds": seconds, "pages": PAGES, "mix": MIX,
+    result = {"build": "bare" if bare.active() else "full", "warmup_s": warm_up(),
+              "seconds": seconds, "pages": PAGES, "mix": MIX,
               "held": HELD, "pcp_batch": PCP_BATCH, "pcp_high": PCP_HIGH, "results": {},
               "c_reference": None}
     res = result["results"]
@@ -211,7 +215,9 @@ def bench_ratios(res, threads):
 
 
 def format_bench(result):
-    lines = [f"warm-up (JIT compile or cache load): {result['warmup_s']:.2f} s",
+    seams = "no seams compiled in" if result["build"] == "bare" else "every seam's flag off"
+    lines = [f"kernels: the {result['build']} build ({seams})",
+             f"warm-up (JIT compile or cache load): {result['warmup_s']:.2f} s",
              f"C reference: {result['c_reference']}",
              f"{'variant':<14}{'median ops/s':>16}{'range of runs':>28}{'lock acq':>14}"
              f"{'contended':>12}"]

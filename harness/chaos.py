@@ -9,6 +9,7 @@ from numba import njit
 from harness.atomics import cpu_pause, sched_yield
 from harness.layout import A_CHAOS_HITS, A_CHAOS_RNG, F_CHAOS, T_AUX, flags_row
 from harness.outline import out_of_line
+from harness.seams import flag_on
 from harness.rng import bounded, step
 from harness.sched import (P_AFTER_UNLOCK, P_CACHE_FOUND, P_CACHE_USE, P_COUNT_LATE,  # noqa: F401
                            P_MERGE_CHECK, P_PCP_COUNT_LATE, P_PCP_HEAD, P_PLACE_CHECK,
@@ -38,5 +39,5 @@ def chaos(z, t, me, site):
     Under --schedule pct or pct-sites, also a scheduling point."""
     if scheduled(z):
         pct_point(z, t, me, site)
-    if z[flags_row(z), F_CHAOS] != 0:
+    if flag_on(z, F_CHAOS):
         _stall(z, t, me)

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from harness import signals
+from harness import bare, signals
 from harness.config import MAX_THREADS, POLICIES, ConfigError, RunConfig, add_options, \
     from_args, parse_float, parse_int, parse_mix
 from harness.result import ResultError, WriteError, write_atomic
@@ -215,6 +215,10 @@ def build_parser():
                        help="with --capture-table: reclaimer wanted-order weights")
     bench.add_argument("--stamps", action="store_true",
                        help="instead: cost per event of flight-recorder timestamp alternatives")
+    bench.add_argument("--build", choices=("bare", "full"), default=None,
+                       help="the Numba variants' kernels: bare (default: compiled without"
+                            " detectors, lockdep, faults, chaos, recorder) or full (every"
+                            " flag off)")
     return parser
 
 
@@ -638,6 +642,13 @@ def cmd_bench(args):
         raise UsageError("--reclaim-mix applies to --capture-table only")
     if args.overhead + args.capture_table + args.stamps > 1:
         raise UsageError("choose one of --overhead, --capture-table and --stamps")
+    if args.build and (args.overhead or args.capture_table or args.stamps):
+        raise UsageError("--build applies to the throughput table only (the others measure"
+                         " stress runs, which need the full build)")
+    if args.build and (args.build == "bare") != bare.active():
+        raise UsageError(f"--build {args.build}: this process runs the"
+                         f" {'bare' if bare.active() else 'full'} build"
+                         f" ({bare.ENV}={os.environ.get(bare.ENV, '')!r})")
     threads = max(args.threads) if args.threads else 2
     if args.capture_table:       # check the configuration now, not after the first run
         RunConfig(threads=threads, seconds=args.seconds, capture=True,
@@ -714,6 +725,8 @@ def main(argv=None):
     restore = signals.install()
     try:
         args = build_parser().parse_args(argv)
+        if args.command not in ("bench", "report"):
+            bare.refuse_run()
         return COMMANDS[args.command](args)
     except (UsageError, ConfigError, ResultError, WriteError) as err:
         print(f"harness: error: {err}", file=sys.stderr)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from numba import njit
 
 from harness.layout import F_FAULT, flags_row
+from harness.seams import SEAMS
 
 MIGRATING = ("migrate", "migrate+capture")     # the policies that isolate and migrate
 # Migration is tried after reclaim failed, and finds an empty-able range mostly for low
@@ -56,7 +57,7 @@ def workload_settings(fault, policy):
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def fault(z, f):
     """True when seeded fault `f` is switched on for this run (read once, at its seam)."""
-    return z[flags_row(z), F_FAULT] == f
+    return SEAMS and z[flags_row(z), F_FAULT] == f
 
 
 FAULTS = (

@@ -32,6 +32,8 @@ import os
 import sys
 from pathlib import Path
 
+from harness import bare
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("harness", "workers")
 JIT_DECORATORS = frozenset({"njit", "jit", "intrinsic", "generated_jit", "vectorize",
@@ -143,9 +145,11 @@ def key(root=ROOT, sources=None):
 
 
 def directory():
-    """This source tree's cache directory (its own one for the bounds-checked build)."""
+    """This source tree's cache directory (its own one for the bounds-checked and the bare
+    build, harness.boundscheck and harness.bare)."""
     bounds = os.environ.get("NUMBA_BOUNDSCHECK", "") not in ("", "0")
-    return os.path.join(base(), key() + ("-boundscheck" if bounds else ""))
+    return os.path.join(base(), key() + ("-boundscheck" if bounds else "")
+                        + ("-bare" if bare.active() else ""))
 
 
 def install():
@@ -160,7 +164,7 @@ def install():
 
     path = directory()
     numba.config.CACHE_DIR = path
-    if path.endswith("-boundscheck"):
+    if "-boundscheck" in os.path.basename(path):
         from harness.boundscheck import install as name_kernels
         name_kernels()
     for name, module in list(sys.modules.items()):

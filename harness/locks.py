@@ -30,7 +30,8 @@ from harness.atomics import cas, cpu_pause, fetch_add, futex_wait, futex_wake, l
 from harness import faults as F
 from harness.faults import fault
 from harness.layout import (CTL_ABORT, F_LOCKDEP, L_ACQ, L_CLASS, L_CONT, L_OWNER, L_TRYFAIL,
-                            L_WAIT_NS, L_WORD, T_STATE, T_WAITING, ctl_row, flags_row)
+                            L_WAIT_NS, L_WORD, T_STATE, T_WAITING, ctl_row)
+from harness.seams import SEAMS, flag_on
 from harness.lockdep_record import note_sleep
 from harness.outline import out_of_line
 from harness.sched import BLOCKED, RUNNING, sched_publish
@@ -49,7 +50,7 @@ def _took(z, t, row, me):
     The previous holder cleared the owner before it released the word: if it is still set,
     two threads hold the lock (the witness names both)."""
     old = z[row, L_OWNER]
-    if old != 0:
+    if SEAMS and old != 0:
         witness(z, t, me, WK_EXCLUSION_LOST, row, old - 1, -1)
     z[row, L_OWNER] = me + 1
     z[row, L_ACQ] += 1
@@ -76,7 +77,7 @@ def _lock_slow(z, row, me, t):
             break
     else:
         t[me, T_STATE, T_WAITING] = row + 1
-        if z[flags_row(z), F_LOCKDEP] != 0:
+        if flag_on(z, F_LOCKDEP):
             note_sleep(z, t, me, row)
         sched_publish(z, t, me, BLOCKED)
         stop = ctl_row(z)

@@ -23,12 +23,13 @@ from harness import hierarchy as H
 from harness.chaos import P_AFTER_UNLOCK, chaos
 from harness.layout import (A_ABORTED, F_LOCKDEP, LS_OWNER, LS_STATE, M_AREA0, M_BLOCK0, M_CAP0,
                             M_LIST0, M_POOL0, M_SCHEME, NAREAS, OPEN, PCP_LIST0, PCP_LOCK0,
-                            PCP_ORDERS, PHASE_MASK, SCHEME_ZONE, T_AUX, TOP, flags_row, meta_row,
+                            PCP_ORDERS, PHASE_MASK, SCHEME_ZONE, T_AUX, TOP, meta_row,
                             pcp_row)
 from harness.isolate import MODE_SHIFT
 from harness.lockdep_record import lockdep_forget, lockdep_note, lockdep_note_try
 from harness.locks import L_OWNER, lock_acquire, lock_release, lock_try
 from harness.outline import out_of_line
+from harness.seams import SEAMS, flag_on
 from harness.witness import (WK_BLOCK_NOT_HELD, WK_NOT_HELD, WK_NOT_OPEN, WK_RECURSIVE,
                              WK_RELEASE_NOT_OWNER, witness)
 
@@ -90,7 +91,7 @@ def assert_list_locked(z, t, me, lst):
     that guards it (a witness finding names the list, the lock and its holder).  A
     capture list must also be OPEN: once its owner has CLOSED it, its chain is the
     owner's alone (and an UNUSED row has no chain)."""
-    if z[flags_row(z), F_LOCKDEP] != 0:
+    if flag_on(z, F_LOCKDEP):
         _assert_list_locked(z, t, me, lst)
 
 
@@ -110,7 +111,7 @@ def _assert_list_locked(z, t, me, lst):
 def assert_block_locked(z, t, me, pfn):
     """`lockdep_assert_held` for the pages of `pfn`, when lockdep is on: `me` must hold the
     lock of its order-10 block (the zone lock in the zone scheme)."""
-    if z[flags_row(z), F_LOCKDEP] != 0:
+    if flag_on(z, F_LOCKDEP):
         _assert_block_locked(z, t, me, pfn)
 
 
@@ -137,15 +138,15 @@ def lock(z, t, me, lk, site):
     if aborted(t, me):
         return False
     chaos(z, t, me, site)                   # the point sites start with the lock sites
-    if z[lk, L_OWNER] == me + 1:            # only `me` can have written me + 1
+    if SEAMS and z[lk, L_OWNER] == me + 1:  # only `me` can have written me + 1
         witness(z, t, me, WK_RECURSIVE, lk, me, site)
         t[me, T_AUX, A_ABORTED] = 1
         return False
-    if z[flags_row(z), F_LOCKDEP] != 0:
+    if flag_on(z, F_LOCKDEP):
         lockdep_note(z, t, me, lk, site)
     if lock_acquire(z, lk, me, t):
         return True
-    if z[flags_row(z), F_LOCKDEP] != 0:
+    if flag_on(z, F_LOCKDEP):
         lockdep_forget(z, t, me, lk)
     t[me, T_AUX, A_ABORTED] = 1
     return False
@@ -156,10 +157,10 @@ def unlock(z, t, me, lk):
     """Release lock row `lk` taken by `lock`; nothing once the thread was aborted."""
     if aborted(t, me):
         return
-    if z[flags_row(z), F_LOCKDEP] != 0:
+    if flag_on(z, F_LOCKDEP):
         lockdep_forget(z, t, me, lk)
     owner = z[lk, L_OWNER]
-    if owner != me + 1:
+    if SEAMS and owner != me + 1:
         witness(z, t, me, WK_RELEASE_NOT_OWNER, lk, owner - 1, -1)
     lock_release(z, lk)
     chaos(z, t, me, P_AFTER_UNLOCK)
@@ -201,6 +202,6 @@ def fine_trylock(z, t, me, lk):
         return True
     if aborted(t, me) or not lock_try(z, lk, me, t):
         return False
-    if z[flags_row(z), F_LOCKDEP] != 0:
+    if flag_on(z, F_LOCKDEP):
         lockdep_note_try(z, t, me, lk)
     return True

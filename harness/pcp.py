@@ -47,7 +47,8 @@ from harness.chaos import P_PCP_COUNT_LATE, P_PCP_HEAD, chaos
 from harness.faults import fault
 from harness.layout import (ALLOC, F_OWNERSHIP, LS_COUNT, LS_HEAD, PCP, PCP_BATCH, PCP_CPUS,
                             PCP_HIGH, PCP_LIST0, PCP_LOCK0, PCP_ORDERS, PG_LIST,
-                            PG_NEXT, PG_ORDER, PG_OWNER, PG_PREV, PG_STATE, flags_row, pcp_row)
+                            PG_NEXT, PG_ORDER, PG_OWNER, PG_PREV, PG_STATE, pcp_row)
+from harness.seams import flag_on
 from harness.lockverbs import lock, unlock
 from harness.tracing import OP_PCP_ALLOC, OP_PCP_FREE, trace
 from workers.claims import owner_word, park, unpark
@@ -266,7 +267,7 @@ def put(z, t, me, lst, pfn, order):
     z[pfn, PG_STATE] = PCP
     z[pfn, PG_ORDER] = order
     z[pfn, PG_OWNER] = (lst - z[pcp_row(z), PCP_LIST0]) // PCP_ORDERS
-    if z[flags_row(z), F_OWNERSHIP] != 0:
+    if flag_on(z, F_OWNERSHIP):
         old = park(z, pfn, pcp_claim(order))
         if old != 0:
             violation(z, t, me, K_PCP_CLAIM, pfn, order, pfn, 0, old)
@@ -278,7 +279,7 @@ def take(z, t, me, lst, pfn, order):
     Z.unlink(z, t, me, lst, pfn)
     z[pfn, PG_STATE] = ALLOC
     z[pfn, PG_OWNER] = me
-    if z[flags_row(z), F_OWNERSHIP] != 0:
+    if flag_on(z, F_OWNERSHIP):
         parked = pcp_claim(order)
         old = unpark(z, pfn, parked)
         if old != parked:

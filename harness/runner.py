@@ -20,6 +20,7 @@ import psutil
 from harness import layout as L
 from harness.clock import Clock
 from harness import boundscheck
+from harness.bare import refuse_run
 from harness.config import ALLOC_MIX, DETECTORS, RECLAIM_MIX, RunConfig, repro_command, to_argv, \
     to_dict
 from harness.invariants import check_zone, pages_of
@@ -50,6 +51,7 @@ class Run:
     """One stress run's arrays and threads."""
 
     def __init__(self, cfg: RunConfig, progress=None):
+        refuse_run()                    # no stress run without its seams
         self.cfg, self.progress = cfg, progress
         self.z = L.new_zone_table(cfg.pages, cfg.locking,
                                   cfg.capture_lists or max(8, 2 * cfg.reclaimers),

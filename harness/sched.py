@@ -42,6 +42,7 @@ from harness.layout import (CTL_ABORT, CTL_PARK, CTL_STOP, SC_CHANGED, SC_DEPTH,
                             TS_CHANGES, TS_POINTS, TS_PRIO, TS_ROUND, TS_STATE, TS_TIMEOUTS,
                             TS_WAITS, ctl_row, sched_row)
 from harness.outline import out_of_line
+from harness.seams import SEAMS
 from harness.rng import step
 
 # The race-window points by site (the `site` of chaos and pct_point): before a lock, one
@@ -71,7 +72,7 @@ NAP_NS = 50_000
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def scheduled(z):
-    return z[sched_row(z), SC_MODE] != SCHED_OFF
+    return SEAMS and z[sched_row(z), SC_MODE] != SCHED_OFF
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

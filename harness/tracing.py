@@ -8,7 +8,8 @@ from numba import njit
 
 from harness.atomics import cycle_counter
 from harness.layout import (F_TRACE, RING, RING_FIELDS, RING_PER_ROW, R_OP, R_ORDER, R_PFN,
-                            R_STAMP, T_RING0, T_RING_POS, T_STATE, flags_row)
+                            R_STAMP, T_RING0, T_RING_POS, T_STATE)
+from harness.seams import flag_on
 from harness.outline import out_of_line
 
 OP_ALLOC, OP_FREE, OP_CAPFREE, OP_CAPSTART, OP_CAPFINISH, OP_CAPTURED = 1, 2, 3, 4, 5, 6
@@ -22,7 +23,7 @@ _WIDTH = len(RING_FIELDS)
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def trace(z, t, me, op, pfn, order):
     """Append (op, pfn, order, cycle counter) to this thread's ring, when tracing is on."""
-    if z[flags_row(z), F_TRACE] != 0:
+    if flag_on(z, F_TRACE):
         _record(t, me, op, pfn, order)
 
 

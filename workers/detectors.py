@@ -25,11 +25,12 @@ from harness.atomics import cycle_counter, store_release
 from harness.layout import (CAPTURED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, CTL_STOP,
                             F_CAPTURE_AUDIT, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION, FREE,
                             LS_HEAD, PG_LIST, PG_NEXT, PG_ORDER, PG_STATE, T_CAPSTAT, T_COUNT0,
-                            T_NVIOL, T_STATE, T_VIOL0, TOP, VIOL_ROWS, W, ctl_row, flags_row,
+                            T_NVIOL, T_STATE, T_VIOL0, TOP, VIOL_ROWS, W, ctl_row,
                             stamp_row0)
 from harness.lockverbs import block_lock, capture_lock, fine_lock, fine_unlock, zone_enter, \
     zone_leave
 from harness.outline import out_of_line
+from harness.seams import flag_on
 from workers.claims import claim, hand_over_claim, word_owner
 from workers.counters import C_OPS
 
@@ -73,7 +74,7 @@ KIND_DETECTORS = {k: det for k, _, det in KINDS}
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def flag(z, f):
-    return z[flags_row(z), f] != 0
+    return flag_on(z, f)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=False)

@@ -1,0 +1,41 @@
+"""The bare build: the kernels compiled without their seams (harness.seams), for the bench.
+
+A process started with HARNESS_BARE=1 compiles the bare build, into a cache
+directory of its own (harness.jitcache).  `python -m harness bench` re-executes
+itself in such a process for its throughput table (`reexec`), so the Numba
+variants are measured doing the allocator's work only; `--build full` keeps
+the full build, every seam's flag off.  No stress run starts in a bare process
+(`refuse_run`: the CLI's commands and the runner check).  Importing this module
+loads nothing else, so the decision costs nothing before the exec.
+"""
+
+import os
+import sys
+
+ENV = "HARNESS_BARE"
+BENCH_FULL_ONLY = ("--overhead", "--capture-table", "--stamps", "-h", "--help")
+
+
+def active():
+    """True in a process whose kernels are the bare build."""
+    return os.environ.get(ENV, "") not in ("", "0")
+
+
+def reexec(argv):
+    """Run `bench` (its throughput table) again in a bare process (never returns), unless
+    it asks for the full build (--build full) or for a table of stress runs."""
+    if active() or argv[:1] != ["bench"] or any(a in BENCH_FULL_ONLY for a in argv):
+        return
+    if "--build=full" in argv or any(a == "--build" and b == "full"
+                                     for a, b in zip(argv, argv[1:])):
+        return
+    os.execve(sys.executable, [sys.executable, "-m", "harness", *argv],
+              dict(os.environ, **{ENV: "1"}))
+
+
+def refuse_run():
+    """Stress runs need their seams: raise ConfigError in a bare process."""
+    if active():
+        from harness.config import ConfigError
+        raise ConfigError(f"stress runs need the full build (detectors, lockdep, witness,"
+                          f" faults, chaos, flight recorder): unset {ENV}")
