@@ -5,7 +5,7 @@ directory of its own (harness.jitcache).  `python -m harness bench` re-executes
 itself in such a process for its throughput table (`reexec`), so the Numba
 variants are measured doing the allocator's work only; `--build full` keeps
 the full build, every seam's flag off.  No stress run starts in a bare process
-(`refuse_run`: the CLI's commands and the runner check).  Importing this module
+(harness.config.refuse_bare: the CLI's commands and the runner check).  Importing this module
 loads nothing else, so the decision costs nothing before the exec.
 """
 
@@ -32,10 +32,3 @@ def reexec(argv):
     os.execve(sys.executable, [sys.executable, "-m", "harness", *argv],
               dict(os.environ, **{ENV: "1"}))
 
-
-def refuse_run():
-    """Stress runs need their seams: raise ConfigError in a bare process."""
-    if active():
-        from harness.config import ConfigError
-        raise ConfigError(f"stress runs need the full build (detectors, lockdep, witness,"
-                          f" faults, chaos, flight recorder): unset {ENV}")

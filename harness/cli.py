@@ -15,7 +15,7 @@ import time
 
 from harness import bare, signals
 from harness.config import MAX_THREADS, POLICIES, ConfigError, RunConfig, add_options, \
-    from_args, parse_float, parse_int, parse_mix
+    from_args, parse_float, parse_int, parse_mix, refuse_bare
 from harness.result import ResultError, WriteError, write_atomic
 from harness.verdict import EXIT_HANG, EXIT_USAGE, EXIT_VIOLATION, EXIT_WRITE
 
@@ -726,7 +726,7 @@ def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
         if args.command not in ("bench", "report"):
-            bare.refuse_run()
+            refuse_bare()
         return COMMANDS[args.command](args)
     except (UsageError, ConfigError, ResultError, WriteError) as err:
         print(f"harness: error: {err}", file=sys.stderr)

@@ -14,6 +14,8 @@ import os
 import shlex
 from dataclasses import dataclass, field, fields
 
+from harness import bare
+
 DETECTORS = ("ownership", "poison", "invariants", "trace")
 ALLOC_MIX = {0: 60.0, 1: 20.0, 2: 10.0, 3: 9.5, 9: 0.5}
 RECLAIM_MIX = {k: 1.0 for k in range(4, 11)}
@@ -33,6 +35,13 @@ CAPTURING = ("capture-own", "capture", "migrate+capture")
 
 class ConfigError(ValueError):
     """An invalid setting; the message is one line naming the option."""
+
+
+def refuse_bare():
+    """Stress runs need their seams: ConfigError in a process running the bare build."""
+    if bare.active():
+        raise ConfigError(f"stress runs need the full build (detectors, lockdep, witness,"
+                          f" faults, chaos, flight recorder): unset {bare.ENV}")
 
 
 @dataclass

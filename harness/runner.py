@@ -20,9 +20,8 @@ import psutil
 from harness import layout as L
 from harness.clock import Clock
 from harness import boundscheck
-from harness.bare import refuse_run
 from harness.config import ALLOC_MIX, DETECTORS, RECLAIM_MIX, RunConfig, repro_command, to_argv, \
-    to_dict
+    refuse_bare, to_dict
 from harness.invariants import check_zone, pages_of
 from harness.locks import L_ACQ, L_CLASS, L_CONT, L_WAIT_NS, L_OWNER, L_WORD, wake_all, \
     wake_locks
@@ -51,7 +50,7 @@ class Run:
     """One stress run's arrays and threads."""
 
     def __init__(self, cfg: RunConfig, progress=None):
-        refuse_run()                    # no stress run without its seams
+        refuse_bare()                   # no stress run without its seams
         self.cfg, self.progress = cfg, progress
         self.z = L.new_zone_table(cfg.pages, cfg.locking,
                                   cfg.capture_lists or max(8, 2 * cfg.reclaimers),

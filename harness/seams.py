@@ -7,7 +7,7 @@ build each seam tests its run-time flag (`flag_on`), so one compiled build
 serves every run.  In a bare process SEAMS is a compile-time False: every seam
 and its flag test fold away, and the kernels do the allocator's work only, as
 a kernel configured without lockdep, KASAN and fault injection does.  No stress
-run starts in a bare process (harness.bare.refuse_run), so none silently loses a
+run starts in a bare process (harness.config.refuse_bare), so none silently loses a
 detector.
 """
 
