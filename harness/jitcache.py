@@ -167,6 +167,8 @@ def install():
     if "-boundscheck" in os.path.basename(path):
         from harness.boundscheck import install as name_kernels
         name_kernels()
+    if bare.active():
+        bare.install()
     for name, module in list(sys.modules.items()):
         if module is None or name.split(".")[0] not in PACKAGES:
             continue

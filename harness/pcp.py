@@ -80,7 +80,7 @@ def pcp_lock(z, cpu):
 # ---------------------------------------------------------------- the entry points
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def alloc(z, t, me, order):
     """Allocate on CPU `me`: from its list for orders 0..3 when the zone has lists, else
     the buddy.  The pfn, Z.NONE or Z.ABORTED."""
@@ -89,7 +89,7 @@ def alloc(z, t, me, order):
     return Z.alloc_block(z, t, me, order)
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def free(z, t, me, pfn, order, target):
     """Free on CPU `me`: onto its list for orders 0..3 (not into a capture list `target`
     >= 0) when the zone has lists, else through the buddy.  0, Z.EINVAL or Z.ABORTED."""
