@@ -11,6 +11,7 @@ By default a Zone has no per-CPU lists, so it follows DESIGN section 3 exactly.
 `drain_pages`, `pcp_list` and `pcp_counts` appear.
 """
 
+from harness import bare
 from harness import layout as L
 from harness import pcp as P
 from harness import migrate as M
@@ -34,6 +35,8 @@ class Zone:
                 raise ValueError(f"{name} must be an int in 1..65536, got {v!r}")
         if pcp_batch > pcp_high:
             raise ValueError(f"pcp_batch ({pcp_batch}) cannot exceed pcp_high ({pcp_high})")
+        if lockdep and bare.active():
+            raise ValueError(f"lockdep=True needs the full build: unset {bare.ENV}")
         self.pages, self.locking, self.pcp = pages, locking, bool(pcp)
         self.cpus = cpus if pcp else 1
         self.table = L.new_zone_table(pages, locking, capture_lists, cpus if pcp else 0,
