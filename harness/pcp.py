@@ -32,10 +32,15 @@ the buddy's entry points with the pcp lock held: pcp is the outermost class
 (harness.hierarchy).
 
 Ownership detector.  A head on a per-CPU list carries the claim `pcp_claim`
-(owner PCP_OWNER: set by CAS from 0 when it enters, taken back by CAS when it
-leaves, counted in its group as workers.claims.park does): a block that enters
-a list while claimed, or leaves one it is not on (taken twice, by its owner and
-by a drainer), is reported at once, and a claim of a block around it fails.
+(owner PCP_OWNER), counted in its group: a block refilled from the buddy is
+parked (its head's word set by CAS from 0, workers.claims.park), one spilled or
+drained is unparked (CAS back to 0); a block its owner frees onto the list, and
+one the owner allocates from it, changes hands in place (CAS from the owner's
+word to the list's and back, workers.claims.park_claimed, unpark_claimed), so a
+free and an allocation through the lists cost one locked instruction a page.
+A block that enters a list while it is not the freer's, or leaves one it is not
+on (taken twice, by its owner and by a drainer), is reported at once, and a
+claim of a block around it fails.
 """
 
 from numba import njit
@@ -51,9 +56,9 @@ from harness.layout import (ALLOC, F_OWNERSHIP, LS_COUNT, LS_HEAD, PCP, PCP_BATC
 from harness.seams import flag_on
 from harness.lockverbs import lock, unlock
 from harness.tracing import OP_PCP_ALLOC, OP_PCP_FREE, trace
-from workers.claims import owner_word, park, unpark
-from workers.detectors import (K_PCP_CLAIM, K_REJECTED_FREE, PCP_OWNER, POISON, hand_over,
-                               violation)
+from workers.claims import owner_word, park, park_claimed, unpark, unpark_claimed, word_owner
+from workers.detectors import (K_DOUBLE_ALLOC, K_NOT_OWNER, K_PCP_CLAIM, K_REJECTED_FREE,
+                               PCP_OWNER, POISON, hand_over, poison_hand_over, violation)
 
 ALL = 1 << 62                   # spill everything: a drain follows the links, not the count
 
@@ -81,10 +86,17 @@ def pcp_lock(z, cpu):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def on_lists(z, order):
+    """Blocks of `order` are allocated from and freed to the per-CPU lists."""
+    return order < PCP_ORDERS and pcp_cpus(z) > 0
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def alloc(z, t, me, order):
     """Allocate on CPU `me`: from its list for orders 0..3 when the zone has lists, else
-    the buddy.  The pfn, Z.NONE or Z.ABORTED."""
-    if order < PCP_ORDERS and pcp_cpus(z) > 0:
+    the buddy.  The pfn, Z.NONE or Z.ABORTED.  A block from the lists is already claimed
+    for `me` when the ownership detector is on (`take`); one from the buddy is not."""
+    if on_lists(z, order):
         return pcp_alloc(z, t, me, order)
     return Z.alloc_block(z, t, me, order)
 
@@ -93,17 +105,24 @@ def alloc(z, t, me, order):
 def free(z, t, me, pfn, order, target):
     """Free on CPU `me`: onto its list for orders 0..3 (not into a capture list `target`
     >= 0) when the zone has lists, else through the buddy.  0, Z.EINVAL or Z.ABORTED."""
-    if target < 0 and order < PCP_ORDERS and pcp_cpus(z) > 0:
-        return pcp_free(z, t, me, pfn, order)
+    if target < 0 and on_lists(z, order):
+        return pcp_free(z, t, me, pfn, order, me)
     return Z.free_block(z, t, me, pfn, order, target)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def free_checked(z, t, me, pfn, order, owner, tag):
     """workers.detectors.free_checked through `free`: detectors, then free on CPU `me`;
-    False if the run aborted."""
-    hand_over(z, t, me, pfn, order, owner, tag, -1, POISON)
-    rc = free(z, t, me, pfn, order, -1)
+    False if the run aborted.  Onto the lists, slot `owner`'s claim passes to the list in
+    place (`put`), and is released only if the free is rejected."""
+    if on_lists(z, order):
+        poison_hand_over(z, t, me, pfn, order, tag, POISON)
+        rc = pcp_free(z, t, me, pfn, order, owner)
+        if rc == Z.EINVAL:
+            hand_over(z, t, me, pfn, order, owner, POISON, -1, POISON)
+    else:
+        hand_over(z, t, me, pfn, order, owner, tag, -1, POISON)
+        rc = Z.free_block(z, t, me, pfn, order, -1)
     if rc == Z.EINVAL:
         violation(z, t, me, K_REJECTED_FREE, pfn, order, pfn, 0, 0)
     return rc != Z.ABORTED
@@ -123,7 +142,7 @@ def pcp_alloc(z, t, me, order):
     pfn = z[row, LS_HEAD]
     if pfn >= 0:
         chaos(z, t, me, P_PCP_HEAD)             # between reading the head and taking it
-        take(z, t, me, lst, pfn, order)
+        take(z, t, me, lst, pfn, order, me)
     if not skip_pcp_lock:
         unlock(z, t, me, lk)
     if pfn < 0:
@@ -133,8 +152,9 @@ def pcp_alloc(z, t, me, order):
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def pcp_free(z, t, me, pfn, order):
+def pcp_free(z, t, me, pfn, order, owner):
     """Push an allocated block on CPU `me`'s list; spill `batch` blocks above `high`.
+    Slot `owner`'s ownership claim passes to the list (`put`).
 
     EINVAL (zone unchanged) if pfn is not an allocated block of that order."""
     lk = pcp_lock(z, me)
@@ -146,7 +166,7 @@ def pcp_free(z, t, me, pfn, order):
     trace(z, t, me, OP_PCP_FREE, pfn, order)
     lst = pcp_list(z, me, order)
     row = Z.lrow(z, lst)
-    put(z, t, me, lst, pfn, order)
+    put(z, t, me, lst, pfn, order, owner)
     Z.push_head(z, t, me, lst, pfn)
     count_late = fault(z, F.FAULT_PCP_COUNT_OUTSIDE_LOCK)
     n = z[row, LS_COUNT]
@@ -215,7 +235,7 @@ def refill(z, t, me, lst, order):
             return Z.ABORTED
         if pfn < 0:
             break
-        put(z, t, me, lst, pfn, order)
+        put(z, t, me, lst, pfn, order, -1)
         if tail < 0:
             Z.push_head(z, t, me, lst, pfn)
         else:
@@ -244,7 +264,7 @@ def spill(z, t, me, lst, order, n):
     freed = 0
     while p >= 0 and freed < n:
         prv = z[p, PG_PREV]
-        take(z, t, me, lst, p, order)
+        take(z, t, me, lst, p, order, -1)
         rc = Z.free_block(z, t, me, p, order, -1)
         if rc == Z.ABORTED:
             return Z.ABORTED
@@ -262,25 +282,41 @@ def pcp_claim(order):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def put(z, t, me, lst, pfn, order):
-    """An allocated block (ALLOC, owned by `me`) becomes a PCP head of list `lst`'s CPU."""
+def put(z, t, me, lst, pfn, order, owner):
+    """An allocated block (ALLOC, owned by `me`) becomes a PCP head of list `lst`'s CPU.
+    Its ownership claim: slot `owner`'s passes to the list in place (a free onto the
+    lists); with `owner` -1 it had none (a refill from the buddy) and is parked."""
     z[pfn, PG_STATE] = PCP
     z[pfn, PG_ORDER] = order
     z[pfn, PG_OWNER] = (lst - z[pcp_row(z), PCP_LIST0]) // PCP_ORDERS
     if flag_on(z, F_OWNERSHIP):
-        old = park(z, pfn, pcp_claim(order))
-        if old != 0:
-            violation(z, t, me, K_PCP_CLAIM, pfn, order, pfn, 0, old)
+        if owner >= 0:
+            bad, q, k, w = park_claimed(z, pfn, order, owner, pcp_claim(order))
+            if bad:
+                violation(z, t, me, K_NOT_OWNER, pfn, order, max(pfn, q), owner,
+                          word_owner(w), k)
+        else:
+            old = park(z, pfn, pcp_claim(order))
+            if old != 0:
+                violation(z, t, me, K_PCP_CLAIM, pfn, order, pfn, 0, old)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def take(z, t, me, lst, pfn, order):
-    """Unlink PCP head `pfn` from list `lst`; it becomes ALLOC, owned by `me`."""
+def take(z, t, me, lst, pfn, order, new_owner):
+    """Unlink PCP head `pfn` from list `lst`; it becomes ALLOC, owned by `me`.
+    Its ownership claim passes to slot `new_owner` in place (an allocation from the
+    lists); with `new_owner` -1 it is unparked, unclaimed (a spill to the buddy)."""
     Z.unlink(z, t, me, lst, pfn)
     z[pfn, PG_STATE] = ALLOC
     z[pfn, PG_OWNER] = me
     if flag_on(z, F_OWNERSHIP):
         parked = pcp_claim(order)
-        old = unpark(z, pfn, parked)
+        if new_owner >= 0:
+            old, bad, q, k, w = unpark_claimed(z, pfn, order, parked, new_owner)
+            if bad:
+                violation(z, t, me, K_DOUBLE_ALLOC, pfn, order, max(pfn, q), new_owner,
+                          word_owner(w), k)
+        else:
+            old = unpark(z, pfn, parked)
         if old != parked:
             violation(z, t, me, K_PCP_CLAIM, pfn, order, pfn, parked, old)

@@ -69,6 +69,9 @@ SCRIPT = textwrap.dedent("""
             cfg = worker_config(RunConfig(threads=1, alloc_mix=B.MIX, held=B.HELD, cache_pct=0))
             held = np.zeros((B.HELD, 3), np.int64)
             args = (z, th, 0, new_pool(1, B.PAGES), held, cfg)
+            z[L.ctl_row_py(z), L.CTL_STOP] = 1
+            allocator_loop(*args)                       # compiled (or loaded) first
+            z[L.ctl_row_py(z), L.CTL_STOP] = 0
             t = threading.Thread(target=lambda: out.update({{scheme: allocator_loop(*args)}}))
             t.start()
             time.sleep(0.3)

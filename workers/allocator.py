@@ -49,7 +49,7 @@ def allocator_loop(z, t, me, pool, held, cfg):
                 count(t, me, C_ALLOC_FAIL, 1)
                 continue
             seq += 1
-            n = keep_block(z, t, me, held, n, pfn, order, seq)
+            n = keep_block(z, t, me, held, n, pfn, order, seq, P.on_lists(z, order))
         else:
             x = step(x)
             pfn, order, tag = held_take(held, n, bounded(x, n))

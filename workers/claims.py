@@ -24,7 +24,14 @@ CAS from 0 can win.  A failed claim undoes what it took and names the other bloc
 its owner (`claim` returns (bad, other pfn, other order, other owner word)).
 
 A release completes before the zone free that lets the pages be allocated again, so in
-a correct allocator a claim never meets a stale word.  A release (or a hand-over to a
+a correct allocator a claim never meets a stale word.
+
+Parked blocks (harness.pcp: a small block on a per-CPU list) carry a list's word on
+their head and count in their group (`park`, `unpark` for blocks that come from or go
+back to the buddy).  A block the owner frees onto its own list, and one it takes off
+it, changes hands in place (`park_claimed`, `unpark_claimed`): one CAS a page, the
+group's count untouched, where a release and a park (or an unpark and a claim) would
+also add to and subtract from the group word twice.  A release (or a hand-over to a
 new owner) checks the words are the expected owner's and names whoever else is there.
 """
 
@@ -169,6 +176,43 @@ def park(z, pfn, word):
         row, col = _group(z, pfn >> GROUP_SHIFT)
         fetch_add(z, (row, col), 1)
     return old
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def park_claimed(z, pfn, order, owner, word):
+    """A small block claimed by slot `owner` parks whole on a list: its tail pages are
+    released and its head passes from the owner's word to `word`, one CAS a page; it
+    stays counted in its group (claimed, then parked: one count either way).  Returns
+    (bad, q, k, w) like hand_over_claim; only words that were `owner`'s change."""
+    expected = owner_word(owner, order)
+    bad, q, k, w = False, pfn, -1, 0
+    row, col = _group(z, pfn >> GROUP_SHIFT)
+    large = z[row, col] >> LARGE_SHIFT
+    if large != 0:
+        return _named(pfn, large)               # inside someone's large block
+    for p in range(pfn + (1 << order) - 1, pfn - 1, -1):   # head last
+        old = cas(z, (p, PG_CLAIM), expected, word if p == pfn else 0)
+        if old != expected and (not bad or (w == 0 and old != 0)):
+            bad, q, k, w = _named(p, old) if old != 0 else (True, pfn, -1, 0)
+    return bad, q, k, w
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def unpark_claimed(z, pfn, order, word, new_owner):
+    """Undo `park_claimed` for slot `new_owner`: the head passes from `word` to its owner
+    word (head first), the tail pages are claimed from 0; the group count stays.
+    Returns (head's old word, bad, q, k, w): `word` expected; bad when a tail page was
+    someone else's (block (q, k) of owner word w), and then that tail is left as it was."""
+    mine = owner_word(new_owner, order)
+    head = cas(z, (pfn, PG_CLAIM), word, mine)
+    if head != word:
+        return head, False, pfn, -1, 0
+    for p in range(pfn + 1, pfn + (1 << order)):
+        old = cas(z, (p, PG_CLAIM), 0, mine)
+        if old != 0:
+            bad, q, k, w = _named(p, old)
+            return head, bad, q, k, w
+    return head, False, pfn, -1, 0
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

@@ -190,6 +190,12 @@ def claim_block(z, t, me, pfn, order, tag):
         bad, q, k, w = claim(z, t, me, pfn, order)
         if bad:
             violation(z, t, me, K_DOUBLE_ALLOC, pfn, order, max(pfn, q), me, word_owner(w), k)
+    poison_claim(z, t, me, pfn, order, tag)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def poison_claim(z, t, me, pfn, order, tag):
+    """The poison half of claim_block: the block must hold POISON; stamp `tag`."""
     if flag(z, F_POISON):
         restamp(z, t, me, pfn, order, POISON, K_POISON, tag)
 
@@ -200,12 +206,18 @@ def hand_over(z, t, me, pfn, order, owner, tag, new_owner, new_tag):
 
     new_owner -1 with new_tag POISON is a free (claim released, pages poisoned).
     """
-    if flag(z, F_POISON):
-        restamp(z, t, me, pfn, order, tag, K_STAMP, new_tag)
+    poison_hand_over(z, t, me, pfn, order, tag, new_tag)
     if flag(z, F_OWNERSHIP):
         bad, q, k, w = hand_over_claim(z, t, me, pfn, order, owner, new_owner)
         if bad:
             violation(z, t, me, K_NOT_OWNER, pfn, order, max(pfn, q), owner, word_owner(w), k)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def poison_hand_over(z, t, me, pfn, order, tag, new_tag):
+    """The poison half of hand_over: the block must hold `tag`; stamp `new_tag`."""
+    if flag(z, F_POISON):
+        restamp(z, t, me, pfn, order, tag, K_STAMP, new_tag)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 from workers.counters import C_ALLOCS, count
-from workers.detectors import claim_block, make_tag
+from workers.detectors import claim_block, make_tag, poison_claim
 
 HELD_FIELDS = ("pfn", "order", "tag")
 H_PFN, H_ORDER, H_TAG = range(len(HELD_FIELDS))
@@ -22,13 +22,17 @@ def held_put(held, n, pfn, order, tag):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def keep_block(z, t, me, held, n, pfn, order, seq):
-    """A block just allocated: count it, claim and stamp it with tag `seq`, hold it.
+def keep_block(z, t, me, held, n, pfn, order, seq, claimed):
+    """A block just allocated: count it, claim it (unless the allocation `claimed` it
+    already: harness.pcp.alloc from the lists) and stamp it with tag `seq`, hold it.
 
     Returns the new number of held blocks."""
     count(t, me, C_ALLOCS, 1)
     tag = make_tag(me, seq)
-    claim_block(z, t, me, pfn, order, tag)
+    if claimed:
+        poison_claim(z, t, me, pfn, order, tag)
+    else:
+        claim_block(z, t, me, pfn, order, tag)
     return held_put(held, n, pfn, order, tag)
 
 

@@ -134,7 +134,7 @@ def reclaimer_loop(z, t, me, pool, held, cfg, batch):
             continue
         count(t, me, C_HIGH_OK0 + wanted, 1)
         seq += 1
-        n = keep_block(z, t, me, held, n, pfn, wanted, seq)
+        n = keep_block(z, t, me, held, n, pfn, wanted, seq, False)
     t[me, T_STATE, T_RNG] = x
     t[me, T_COUNT0, C_OPS] = ops
     return n
