@@ -7,21 +7,29 @@ its cost depends on the order only through the number of 16-page groups it cover
          Its claim adds 1 to the group's count (a locked add, which also reads whether an
          enclosing large block is claimed), then CASes the owner word into each of its
          pages' rows (PG_CLAIM: at most 8 rows, which the allocator has just touched).
-  large  a block of order 4..10 is 1..64 whole groups.  Its claim CASes each group word
-         from 0 to its owner word: at most 64 consecutive words (8 cache lines) for a
-         1024-page block, instead of 1024 page rows.  The group words are an array of
-         their own (harness.layout `group_row0`): in the first page's row of each group
-         they cost a large claim a cache miss a group, twice the time per claim.
+  large  a block of order 4..10 is 1..64 whole groups.  Its claim CASes its first
+         group's word from 0 to hold its owner word (the marker), then reads the words
+         of its other groups (is anything inside claimed?) and of the first groups of
+         the blocks around it (is it inside a claimed block?): one locked instruction
+         and at most 64 + 6 plain reads, where marking every group took 64 CASes for
+         a 1024-page block; its release is one CAS.  The group words are an array of
+         their own (harness.layout `group_row0`), 8 to a cache line.
 
     group word   count of small claims inside (low 32 bits) | large owner word << 32
+                 (the marker of the large block whose first group it is)
     owner word   (owner slot + 1) << 4 | order; 0: nobody
 
 Never two overlapping claims silently.  Two small ones share a page (the smaller block's
-pages), whose word only one CAS from 0 can win.  A small and a large one meet on the
-small one's group word: the locked add sees the large owner word, or the large CAS from
-0 sees the count.  Two large ones share their first common group word, which only one
-CAS from 0 can win.  A failed claim undoes what it took and names the other block and
-its owner (`claim` returns (bad, other pfn, other order, other owner word)).
+pages), whose word only one CAS from 0 can win.  Two blocks that share their first group
+(a small one in a large one's first group, or two large ones starting at the same
+group) meet on that word: the locked add sees the marker, or the CAS from 0 sees the
+count or the other marker.  Otherwise one block lies inside the other and starts at a
+group G the outer one covers: the inner claim writes G (add or CAS), then reads the
+outer one's first group; the outer claim writes its first group (CAS), then reads G.
+Each write is a locked instruction, a full fence, so the reads after it cannot be
+served before it (Dekker's protocol): at least one of the two sees the other.  A failed
+claim undoes what it took and names the other block and its owner (`claim` returns
+(bad, other pfn, other order, other owner word)).
 
 A release completes before the zone free that lets the pages be allocated again, so in
 a correct allocator a claim never meets a stale word.
@@ -37,8 +45,8 @@ new owner) checks the words are the expected owner's and names whoever else is t
 
 from numba import njit
 
-from harness.atomics import cas, fetch_add
-from harness.layout import GROUP_SHIFT, PG_CLAIM, W, group_row0
+from harness.atomics import cas, fetch_add, load_acquire
+from harness.layout import GROUP_SHIFT, PG_CLAIM, TOP, W, group_row0
 from harness.outline import out_of_line
 
 SMALL = 1 << GROUP_SHIFT                # pages of a group; blocks below this order are small
@@ -103,16 +111,39 @@ def _group_holder(z, g, word):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def _enclosing(z, g, order):
+    """The marker of a large block of order > `order` whose block covers group g but which
+    starts at another group: (found, first group, its large owner word).  At most six
+    reads of the first groups of the blocks around g (the caller has written a word of
+    its own before: see the protocol above)."""
+    seen = g
+    for j in range(max(order, GROUP_SHIFT) + 1, TOP + 1):
+        first = g & ~((1 << (j - GROUP_SHIFT)) - 1)
+        if first == seen:
+            continue
+        seen = first
+        large = load_acquire(z, _group(z, first)) >> LARGE_SHIFT
+        if large != 0 and g < first + (1 << (word_order(large) - GROUP_SHIFT)):
+            return True, first, large
+    return False, g, 0
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def claim(z, t, me, pfn, order):
     """Claim block (pfn, order) for slot `me`: all or nothing.  Returns (bad, q, k, w):
     bad when another claim overlaps it, then block (q, k) held by owner word w."""
     mine = owner_word(me, order)
+    g0 = pfn >> GROUP_SHIFT
+    row, col = _group(z, g0)
     if order < GROUP_SHIFT:
-        row, col = _group(z, pfn >> GROUP_SHIFT)
         old = fetch_add(z, (row, col), 1)
         if old >> LARGE_SHIFT != 0:
             fetch_add(z, (row, col), -1)
             return _named(pfn, old >> LARGE_SHIFT)
+        found, first, large = _enclosing(z, g0, GROUP_SHIFT)
+        if found:
+            fetch_add(z, (row, col), -1)
+            return _named(first << GROUP_SHIFT, large)
         for p in range(pfn, pfn + (1 << order)):
             old = cas(z, (p, PG_CLAIM), 0, mine)
             if old != 0:
@@ -121,16 +152,19 @@ def claim(z, t, me, pfn, order):
                 fetch_add(z, (row, col), -1)
                 return _named(p, old)
         return False, 0, 0, 0
-    g0 = pfn >> GROUP_SHIFT
     large = mine << LARGE_SHIFT
-    for g in range(g0, g0 + (1 << (order - GROUP_SHIFT))):
-        row, col = _group(z, g)
-        old = cas(z, (row, col), 0, large)
-        if old != 0:
-            for h in range(g0, g):
-                r, c = _group(z, h)
-                fetch_add(z, (r, c), -large)    # atomic: a racing small claim may add
+    old = cas(z, (row, col), 0, large)
+    if old != 0:
+        return _group_holder(z, g0, old)
+    for g in range(g0 + 1, g0 + (1 << (order - GROUP_SHIFT))):
+        old = load_acquire(z, _group(z, g))
+        if old != 0:                            # a claim inside: a count or a marker
+            fetch_add(z, (row, col), -large)    # atomic: a racing small claim may add
             return _group_holder(z, g, old)
+    found, first, other = _enclosing(z, g0, order)
+    if found:
+        fetch_add(z, (row, col), -large)
+        return _named(first << GROUP_SHIFT, other)
     return False, 0, 0, 0
 
 
@@ -141,8 +175,9 @@ def hand_over_claim(z, t, me, pfn, order, owner, new_owner):
     owner word w (0: nobody) is there.  Only words that were `owner`'s change."""
     expected, new = owner_word(owner, order), owner_word(new_owner, order)
     bad, q, k, w = False, pfn, -1, 0
+    g0 = pfn >> GROUP_SHIFT
+    row, col = _group(z, g0)
     if order < GROUP_SHIFT:
-        row, col = _group(z, pfn >> GROUP_SHIFT)
         large = z[row, col] >> LARGE_SHIFT
         if large != 0:
             return _named(pfn, large)           # inside someone's large block
@@ -152,19 +187,39 @@ def hand_over_claim(z, t, me, pfn, order, owner, new_owner):
                 bad, q, k, w = _named(p, old) if old != 0 else (True, pfn, -1, 0)
         if not bad and new_owner < 0:
             fetch_add(z, (row, col), -1)
+        if bad and w == 0:
+            return _holder_around(z, pfn, order)
         return bad, q, k, w
+    old = z[row, col]
+    while old >> LARGE_SHIFT == expected:       # keep a racing small claim's count
+        seen = cas(z, (row, col), old, (old & COUNT_MASK) | (new << LARGE_SHIFT))
+        if seen == old:
+            return False, pfn, -1, 0
+        old = seen
+    if old != 0:
+        return _group_holder(z, g0, old)
+    return _holder_around(z, pfn, order)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
+def _holder_around(z, pfn, order):
+    """A hand-over found the block unclaimed where it starts: name who holds a page of it
+    (a block around it, or one inside it), or nobody.  Only after a failed hand-over."""
     g0 = pfn >> GROUP_SHIFT
+    found, first, large = _enclosing(z, g0, order)
+    if found:
+        return _named(first << GROUP_SHIFT, large)
+    if order < GROUP_SHIFT:
+        for p in range(pfn, pfn + (1 << order)):
+            if z[p, PG_CLAIM] != 0:
+                return _named(p, z[p, PG_CLAIM])
+        return True, pfn, -1, 0
     for g in range(g0, g0 + (1 << (order - GROUP_SHIFT))):
-        row, col = _group(z, g)
-        old = z[row, col]
-        while old >> LARGE_SHIFT == expected:   # keep a racing small claim's count
-            seen = cas(z, (row, col), old, (old & COUNT_MASK) | (new << LARGE_SHIFT))
-            if seen == old:
-                break
-            old = seen
-        if old >> LARGE_SHIFT != expected and (not bad or (w == 0 and old != 0)):
-            bad, q, k, w = _group_holder(z, g, old)
-    return bad, q, k, w
+        word = z[_group(z, g)]
+        if word != 0:
+            return _group_holder(z, g, word)
+    return True, pfn, -1, 0
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
