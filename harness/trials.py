@@ -30,6 +30,7 @@ STDERR_TAIL = 2000
 GRACE_S = 3.0                   # SIGTERM first (the trial writes what it has), then SIGKILL
 START_ALLOWANCE_S = 45.0        # interpreter start + loading the kernel cache, above the run
 CORES_PER_TRIAL = 2             # a trial's threads want whole cores
+POLL_S = 0.05                   # how often the engine looks for finished trials
 
 # Record statuses.  The first three come from a stress result; the rest are about the process.
 CLEAN, VIOLATIONS, HANG = "clean", "violations", "hang"
@@ -231,8 +232,13 @@ class Engine:
                     self.on_start(t)
                 if not futures:
                     break
-                done, _ = cf.wait(list(futures), timeout=0.5,
-                                  return_when=cf.FIRST_COMPLETED)
+                done = [fut for fut in futures if fut.done()]
+                if not done:
+                    # A plain sleep, not cf.wait: an interrupt raised inside cf.wait's
+                    # condition variable can leave its lock held, and then the pool's
+                    # worker blocks forever in set_result and the exit joins it.
+                    time.sleep(POLL_S)
+                    continue
                 for fut in done:
                     t = futures.pop(fut)
                     try:
