@@ -28,6 +28,7 @@ import numpy as np
 
 from harness import bare, layout as L
 from harness.baseline import PyZone
+from harness.config import DETECTORS, RunConfig
 from harness.locks import L_ACQ, L_CONT
 from harness.rng import seed_state
 from harness.signals import reraise_if_interrupted, shielded
@@ -66,7 +67,6 @@ def run_numba(scheme, nthreads, seconds, seed=1, pcp=False):
     th = L.new_thread_table(nthreads)
     for t in range(nthreads):
         th[t, L.T_STATE, L.T_RNG] = seed_state(seed, t)
-    from harness.config import RunConfig
     cfg = worker_config(RunConfig(threads=nthreads, alloc_mix=MIX, held=HELD,
                                   cache_pct=0))          # no page cache
     pool = new_pool(1, PAGES)
@@ -247,16 +247,25 @@ def overhead_figures(r):
             "reclaims_per_s": tot["reclaims"] / wall, "capture_lists_per_s": lists / wall}
 
 
-def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True):
-    """Stress throughput with detectors / lockdep on vs off, per role, interleaved in one
-    process: `rounds` runs of each variant, round-robin; medians, the range of runs, and
-    each role's slowdown (bare median / variant median)."""
-    from harness.runner import RunConfig, run_stress, warm_up
+def overhead_variants(per_detector=False):
+    """{name: RunConfig settings}: bare, every detector, lockdep alone, all; or, per
+    detector, bare, each detector alone and lockdep alone."""
+    bare = dict(detectors=(), check_ms=0, lockdep=False)
+    if per_detector:
+        alone = {d: dict(bare, detectors=(d,), check_ms=RunConfig.check_ms if
+                         d == "invariants" else 0) for d in DETECTORS}
+        return {"bare": bare, **alone, "lockdep": dict(bare, lockdep=True)}
+    return {"bare": bare, "detectors": dict(lockdep=False), "lockdep": dict(bare, lockdep=True),
+            "all": dict(lockdep=True)}
+
+
+def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detector=False):
+    """Stress throughput with detectors / lockdep on vs off (or each detector alone), per
+    role, interleaved in one process: `rounds` runs of each variant, round-robin; medians,
+    the range of runs, and each role's slowdown (bare median / variant median)."""
+    from harness.runner import run_stress, warm_up
     warm = warm_up()
-    variants = {"bare": dict(detectors=(), check_ms=0, lockdep=False),
-                "detectors": dict(lockdep=False),
-                "lockdep": dict(detectors=(), check_ms=0, lockdep=True),
-                "all": dict(lockdep=True)}
+    variants = overhead_variants(per_detector)
     runs = {name: [] for name in variants}
     for _ in range(rounds):                  # interleave: the machine is shared and noisy
         for name, kw in variants.items():

@@ -209,6 +209,8 @@ def build_parser():
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.add_argument("--overhead", action="store_true",
                        help="instead: stress throughput with detectors/lockdep on vs off")
+    bench.add_argument("--per-detector", action="store_true",
+                       help="with --overhead: each detector alone (and lockdep alone)")
     bench.add_argument("--capture-table", action="store_true",
                        help="instead: one stress run with capture off and one on, same seed")
     bench.add_argument("--reclaim-mix", type=parse_mix, default=None,
@@ -640,6 +642,8 @@ def cmd_bench(args):
                                run_capture_table, run_overhead)
     if args.reclaim_mix is not None and not args.capture_table:
         raise UsageError("--reclaim-mix applies to --capture-table only")
+    if args.per_detector and not args.overhead:
+        raise UsageError("--per-detector applies to --overhead only")
     if args.overhead + args.capture_table + args.stamps > 1:
         raise UsageError("choose one of --overhead, --capture-table and --stamps")
     if args.build and (args.overhead or args.capture_table or args.stamps):
@@ -660,7 +664,7 @@ def cmd_bench(args):
         result = run_stamps(args.repeats)
         text = format_stamps(result)
     elif args.overhead:
-        result = run_overhead(args.seconds, threads)
+        result = run_overhead(args.seconds, threads, per_detector=args.per_detector)
         text = format_overhead(result)
     elif args.capture_table:
         result = run_capture_table(args.seconds, threads, reclaim_mix=args.reclaim_mix)

@@ -61,3 +61,17 @@ def test_stamp_alternatives_each_cost_a_positive_time_and_the_cli_prints_them(ca
         one, two = float(row.split("1 thread")[1].split()[0]), float(row.split()[-1])
         assert one > 0 and two > 0
     assert main(["bench", "--stamps", "--overhead"]) == 2
+
+
+def test_overhead_variants_each_detector_alone_or_together(capsys):
+    from harness.cli import main
+    from harness.config import DETECTORS, RunConfig
+    alone = B.overhead_variants(per_detector=True)
+    assert list(alone) == ["bare", *DETECTORS, "lockdep"]
+    for name, kw in alone.items():
+        cfg = RunConfig(**kw)                       # every variant is a valid run
+        assert cfg.detectors == ((name,) if name in DETECTORS else ())
+        assert cfg.lockdep == (name == "lockdep")
+    assert list(B.overhead_variants()) == ["bare", "detectors", "lockdep", "all"]
+    assert main(["bench", "--per-detector"]) == 2
+    assert "--per-detector applies to --overhead only" in capsys.readouterr().err
