@@ -250,12 +250,12 @@ def overhead_figures(r):
 def overhead_variants(per_detector=False):
     """{name: RunConfig settings}: bare, every detector, lockdep alone, all; or, per
     detector, bare, each detector alone and lockdep alone."""
-    bare = dict(detectors=(), check_ms=0, lockdep=False)
+    off = dict(detectors=(), check_ms=0, lockdep=False)
     if per_detector:
-        alone = {d: dict(bare, detectors=(d,), check_ms=RunConfig.check_ms if
+        alone = {d: dict(off, detectors=(d,), check_ms=RunConfig.check_ms if
                          d == "invariants" else 0) for d in DETECTORS}
-        return {"bare": bare, **alone, "lockdep": dict(bare, lockdep=True)}
-    return {"bare": bare, "detectors": dict(lockdep=False), "lockdep": dict(bare, lockdep=True),
+        return {"bare": off, **alone, "lockdep": dict(off, lockdep=True)}
+    return {"bare": off, "detectors": dict(lockdep=False), "lockdep": dict(off, lockdep=True),
             "all": dict(lockdep=True)}
 
 
