@@ -2,7 +2,7 @@
 
 Checked on tiny kernels compiled in a fresh interpreter without a cache (so the
 optimized LLVM IR can be read): a hot `forceinline` helper calls a rare-path
-kernel behind a flag, the way `trace` calls `_record`.
+kernel behind a flag, the way `chaos` calls `_stall`.
 """
 
 from tests.test_import import python
