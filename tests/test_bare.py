@@ -6,10 +6,8 @@ run that needs a seam may start in it.  The first test compiles the bare build
 (the Zone API's kernels and the bench's: ~15-30 s cold), the others reuse it.
 """
 
-import hashlib
 import json
 import os
-import random
 import sys
 import textwrap
 import time
