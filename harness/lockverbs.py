@@ -14,6 +14,7 @@ and its kernels return ABORTED at once.  Every verb also feeds the
 mutual-exclusion witness (harness.witness): a thread that would wait for a lock
 it already holds is reported as recursive locking and does not wait (it is
 marked aborted), and a release by a thread that is not the owner is named.
+The bare build compiles all of this away but the locking itself (harness.seams).
 Also here: which lock row guards what.
 """
 
