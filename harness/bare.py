@@ -8,7 +8,7 @@ the full build, every seam's flag off.  Array indices in the bare build are
 C's (`install`): a negative index is not wrapped around to the end, which
 spares a compare and a select on every access (Numba wraps signed indices as
 Python does; no kernel indexes from the end on purpose, and the full and the
-bounds-checked builds keep the wrap), and aligns the targets of its jumps.  No stress run starts in a bare process
+bounds-checked builds keep the wrap).  No stress run starts in a bare process
 (harness.config.refuse_bare: the CLI's commands and the runner check).
 Importing this module loads nothing else, so the decision costs nothing before
 the exec.
@@ -27,12 +27,7 @@ def active():
 
 
 def install():
-    """Compile array indices without the negative-index wrap, and align every block that
-    is only jumped to on 32 bytes (in a bare process only).  The alignment is measured,
-    not folklore: without it the bench's zone/1 loop ran at 33-36 M or 43-46 M ops/s
-    depending on where the code happened to fall (the same code, two source trees that
-    differed in a docstring); with it, 43-47 M in both (README, Measurements)."""
-    import llvmlite.binding as llvm
+    """Compile array indices without the negative-index wrap (in a bare process only)."""
     from numba.core import types
     from numba.np import arrayobj
 
@@ -40,7 +35,6 @@ def install():
         return context.cast(builder, idx, idxty, types.intp)
 
     arrayobj.fix_integer_index = fix_integer_index
-    llvm.set_option("harness", "-align-all-nofallthru-blocks=5")
 
 
 def reexec(argv):

@@ -55,10 +55,15 @@ NONE, ABORTED, EINVAL = -1, -2, -3
 
 # Every kernel that takes a lock returns ABORTED as soon as a lock wait is aborted
 # (harness.lockverbs): an aborted thread releases nothing, so there is nothing to undo.
+# The entry points are forceinline on purpose: Numba compiles a kernel with the
+# forceinline of the caller that compiled it first, so without the flag of their own
+# whether they were inlined into a worker's loop depended on which caller compiled them
+# first (the Zone API or a worker), and the bench's zone/1 loop ran at 24-36 M or 39-46 M
+# ops/s from one cache to the next.
 
 # ---------------------------------------------------------------- the entry points
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def alloc_block(z, t, me, order):
     """Allocate a block of `order`: pop the head of the smallest non-empty list >= order.
 
@@ -119,7 +124,7 @@ def alloc_block(z, t, me, order):
     return NONE
 
 
-@njit(nogil=True, cache=True, _nrt=False)
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def free_block(z, t, me, pfn, order, target):
     """Free an allocated block; `target` >= 0 is the caller's own open capture list.
 
