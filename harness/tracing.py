@@ -9,7 +9,7 @@ from numba import njit
 from harness.atomics import cycle_counter
 from harness.layout import (F_TRACE, RING, RING_FIELDS, RING_PER_ROW, R_OP, R_ORDER, R_PFN,
                             R_STAMP, T_RING0, T_RING_POS, T_STATE)
-from harness.seams import SEAMS, flag_on
+from harness.seams import flag_on
 
 OP_ALLOC, OP_FREE, OP_CAPFREE, OP_CAPSTART, OP_CAPFINISH, OP_CAPTURED = 1, 2, 3, 4, 5, 6
 OP_PCP_ALLOC, OP_PCP_FREE = 7, 8        # harness.pcp: from / onto the thread's per-CPU list
@@ -21,12 +21,9 @@ _WIDTH = len(RING_FIELDS)
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def trace(z, t, me, op, pfn, order):
-    """Append (op, pfn, order, cycle counter) to this thread's ring, when tracing is on.
-    `if SEAMS` first: Numba prunes that branch itself in the bare build, where the inlined
-    append left behind `flag_on` alone cost the bare zone/1 loop a fifth of its speed."""
-    if SEAMS:
-        if flag_on(z, F_TRACE):
-            _record(t, me, op, pfn, order)
+    """Append (op, pfn, order, cycle counter) to this thread's ring, when tracing is on."""
+    if flag_on(z, F_TRACE):
+        _record(t, me, op, pfn, order)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
