@@ -74,9 +74,14 @@ SC_MODE, SC_DEPTH, SC_STEPS, SC_SEED, SC_STEP, SC_CHANGED = _fields(SCHED_FIELDS
 SCHED_OFF, SCHED_PCT, SCHED_PCT_SITES = 0, 1, 2
 
 # The detectors' words beside the page rows, so that work over a large block runs through
-# consecutive words: the poison detector's page contents, one word a page (POISON when
-# free, else an allocation tag; workers.detectors), then the ownership detector's group
-# words, one per 16 pages (workers.claims).
+# consecutive memory: the poison detector's page contents, 16 bits a page, 4 to a word
+# (POISON when free, else an allocation tag; workers.detectors), then the ownership
+# detector's group words, one per 16 pages (workers.claims).
+STAMP_DTYPE = np.uint16                 # a page's contents, as poison sees them
+STAMP_BITS = 16
+STAMP_SHIFT = 2                         # 4 stamps to a word: page pfn's is in word pfn >> 2
+assert STAMP_BITS << STAMP_SHIFT == 64 and np.dtype(STAMP_DTYPE).itemsize * 8 == STAMP_BITS
+STAMP_ROW_SHIFT = STAMP_SHIFT + 3       # 32 stamps to a row
 GROUP_SHIFT = 4                         # ownership groups: 16 pages (workers.claims)
 
 REDZONE_FIELDS = ("must stay zero",)    # the last row: where a stray index -1 lands
@@ -88,7 +93,8 @@ SCHEMES = {"zone": SCHEME_ZONE, "fine": SCHEME_FINE}
 # rows are fixed and addressed from the end (`tail_row`).
 ZONE_ROWS = (
     ("pages", "pages", PAGE_FIELDS, "struct page, row == pfn"),
-    ("stamps", "pages / 8", ("stamp",) * W, "poison: page contents, word pfn"),
+    ("stamps", "pages / 32", ("4 stamps",) * W,
+     "poison: page contents, 16 bits a page, halfword pfn"),
     ("lists", "11 + ncap + 4 * cpus", LIST_FIELDS,
      "free lists 0..10, the capture lists, per-CPU lists"),
     ("locks", "1 + blocks + ncap + 11 + 1 + cpus", LOCK_FIELDS,
@@ -141,7 +147,7 @@ def sched_row(z):
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def stamp_row0(z):
-    """First row of the stamps: page pfn's stamp is word pfn from here."""
+    """First row of the stamps: page pfn's stamp is halfword pfn from here."""
     return z[meta_row(z), M_PAGES]
 
 
@@ -149,12 +155,12 @@ def stamp_row0(z):
 def group_row0(z):
     """First row of the group words: group g's word is word g from here."""
     pages = z[meta_row(z), M_PAGES]
-    return pages + (pages >> 3)
+    return pages + (pages >> STAMP_ROW_SHIFT)
 
 
 def detector_rows(pages):
     """Rows of the stamps and group words of a zone of `pages` pages."""
-    return (pages >> 3) + (pages >> (3 + GROUP_SHIFT))
+    return (pages >> STAMP_ROW_SHIFT) + (pages >> (3 + GROUP_SHIFT))
 
 
 def ctl_row_py(z):
@@ -324,8 +330,8 @@ class Sections:
         self.cpus = int(self.pcp[PCP_CPUS])
         self.pages = z[:self.pages_n]
         n = self.pages_n
-        self.stamps = z[n:n + (n >> 3)].reshape(-1)                  # [pfn]
-        g0 = n + (n >> 3)
+        g0 = n + (n >> STAMP_ROW_SHIFT)
+        self.stamps = z[n:g0].reshape(-1).view(STAMP_DTYPE)           # [pfn]
         self.groups = z[g0:g0 + (n >> (3 + GROUP_SHIFT))].reshape(-1)  # [pfn >> GROUP_SHIFT]
         self.lists = z[list0:list0 + NAREAS + self.ncap + PCP_ORDERS * self.cpus]
         self.lock0 = int(meta[M_BLOCK0]) - 1

@@ -5,11 +5,19 @@ violation, lock-order problem or hang is forbidden; an interrupted run is
 inconclusive whatever it saw so far.  Nothing here changes the result it reads.
 """
 
+from harness.stamps import describe as stamp_contents
+
 EXIT_CLEAN, EXIT_VIOLATION, EXIT_USAGE, EXIT_HANG, EXIT_WRITE = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130          # SIGINT; SIGTERM and SIGHUP give 128 + their number
 
 
 OWNER_NAMES = {1023: "the page cache", 1022: "a per-CPU list", -1: "nobody"}   # workers.detectors
+
+
+# poison findings: what the thread was doing, and what the page should have held
+POISON_SEEN = {"write_to_free_page": ("allocated", "poison"),
+               "write_to_allocated_page": ("freed", "its own stamp"),
+               "read_after_free": ("read the cached page", "its cache key")}
 
 
 def holder(slot):
@@ -33,6 +41,11 @@ def describe_violation(v):
         return (f"{head}: thread {v['thread']} freed pfn {v['pfn']} (order {v['order']}) as"
                 f" {holder(v['expected'])}'s, but {holder(v['found'])} holds pfn"
                 f" {v['other_pfn']} (order {v['other_order']}) there")
+    if v["kind"] in POISON_SEEN:
+        verb, wanted = POISON_SEEN[v["kind"]]
+        return (f"{head}: thread {v['thread']} {verb} pfn {v['pfn']} (order {v['order']}),"
+                f" whose page {v['page']} held {stamp_contents(v['found'])} where it should"
+                f" have held {wanted}")
     if v["kind"] == "capture_list_gained_pages":
         return (f"{head}: capture list {v['page']} ended with {v['found']} pages but its uses"
                 f" placed only {v['expected']} on it (thread {v['thread']})")

@@ -1,13 +1,17 @@
 """The poison detector's check-and-stamp pass (`workers.detectors.restamp`) against a
 page-by-page model: every page of the block that did not hold the expected stamp is
 reported once, in page order, with the value it held, and afterwards every page of the
-block holds the new stamp and nothing outside it changed."""
+block holds the new stamp and nothing outside it changed (stamps are 16 bits, 4 to a
+word: a 1- or 2-page block shares its word with other blocks).  And the stamp format as
+a report reads it (`harness.stamps`)."""
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import layout as L
+from harness import stamps as S
+from harness.verdict import describe_violation
 from workers import detectors as D
 
 PAGES = 2048
@@ -18,7 +22,7 @@ blocks = st.integers(0, 10).flatmap(
                             st.just(order)))
 # a few pages anywhere (inside the block or not) that hold something else
 strays = st.lists(st.tuples(st.integers(0, PAGES - 1),
-                            st.sampled_from([0, -1, 1, NEW, EXPECTED ^ 1, D.make_tag.py_func(3, 9)])),
+                            st.sampled_from([0, 0xFFFF, 1, NEW, EXPECTED ^ 1, D.make_tag.py_func(3, 9)])),
                   max_size=L.VIOL_ROWS, unique_by=lambda s: s[0])
 
 
@@ -43,3 +47,22 @@ def test_restamp_reports_exactly_the_bad_pages_and_leaves_the_block_stamped(bloc
     outside = np.ones(PAGES, bool)
     outside[pfn:pfn + (1 << order)] = False
     assert (stamps[outside] == before[outside]).all()
+
+
+def test_a_stamp_names_its_owner_and_a_report_says_whose_it_found():
+    mine, theirs = D.make_tag.py_func(0, 77), D.make_tag.py_func(255, 77)
+    key = D.pagecache_tag.py_func() | 5
+    assert len({D.POISON, mine, theirs, key}) == 4
+    assert all(0 <= s < 1 << L.STAMP_BITS for s in (D.POISON, mine, theirs, key))
+    assert [S.describe(s) for s in (D.POISON, mine, theirs, key, 0)] == \
+        ["poison", "thread 0's stamp", "thread 255's stamp", "the page cache's stamp",
+         "0x0 (not a stamp)"]
+    assert D.make_tag.py_func(3, 9) == D.make_tag.py_func(3, 9 + 128)   # modulo 128
+    z, t = L.new_zone_table(PAGES, "fine"), L.new_thread_table(1)
+    L.Sections(z).stamps[:] = D.POISON
+    L.Sections(z).stamps[17] = theirs
+    D.restamp(z, t, 0, 16, 2, D.POISON, D.K_POISON, mine)
+    (v,) = D.thread_violations(t, 0)
+    assert describe_violation(v) == (
+        "poison: write_to_free_page: thread 0 allocated pfn 16 (order 2), whose page 17 held"
+        " thread 255's stamp where it should have held poison")

@@ -7,9 +7,12 @@ Switched by flags in the zone table:
              and both owners.  Free checks the block is still ours and releases it.
   poison     a free page holds POISON; allocation checks it and stamps the
              pages with a per-allocation tag, which free checks and re-poisons.
-             The stamps are a contiguous array of their own (harness.layout
-             `stamps`), so every page of a block is checked and stamped in one
-             vectorized pass; bad pages are looked for only on failure.
+             The stamps are a contiguous array of their own, 16 bits a page
+             (harness.layout `stamps`), so every page of a block is checked and
+             stamped in one vectorized pass over its words, 4 pages a word; bad
+             pages are looked for only on failure.  A tag names its owner exactly
+             (the thread slot, or the page cache) and the allocation by its
+             sequence number modulo 128 (harness.stamps: the format, decoded).
   invariants besides the runner's quiescent checks: a reclaimer audits its own
              open capture list before finishing it (`audit_capture`), and checks
              each use's page balance when it finishes (`check_capture_balance`).
@@ -17,26 +20,31 @@ A finding is recorded in the thread's own violation rows (`violation`), which
 `thread_violations` decodes with the same field table.
 """
 
+import numpy as np
 from numba import njit, uint64
 
 from harness import hierarchy as H
 from harness import zone as Z
+from harness import stamps
+from harness.config import MAX_THREADS
 from harness.atomics import cycle_counter, store_release
 from harness.layout import (CAPTURED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, CTL_STOP,
                             F_CAPTURE_AUDIT, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION, FREE,
                             LS_HEAD, PG_LIST, PG_NEXT, PG_ORDER, PG_STATE, T_CAPSTAT, T_COUNT0,
-                            T_NVIOL, T_STATE, T_VIOL0, TOP, VIOL_ROWS, W, ctl_row,
-                            stamp_row0)
+                            STAMP_DTYPE, STAMP_SHIFT, T_NVIOL, T_STATE, T_VIOL0, TOP, VIOL_ROWS,
+                            W, ctl_row, stamp_row0)
 from harness.lockverbs import block_lock, capture_lock, fine_lock, fine_unlock, zone_enter, \
     zone_leave
 from harness.outline import out_of_line
 from harness.seams import flag_on
+from harness.stamps import POISON
 from workers.claims import claim, hand_over_claim, word_owner
 from workers.counters import C_OPS
 
-POISON = 0x6B6B6B6B6B6B6B6B             # Linux's POISON_FREE byte, 8 times
 PAGECACHE = 1023                        # owner slot of pages parked in the page-cache pool
 PCP_OWNER = 1022                        # owner slot of blocks parked on a per-CPU list
+
+assert MAX_THREADS < stamps.CACHE - 1, "a tag names its thread exactly"
 
 # one violation row: t[me, T_VIOL0 + k, V_*]; an ownership finding names the other block
 # by its order + 1, from bit ORDER_BITS of the order word up (0: none), and `page`, the
@@ -120,23 +128,38 @@ def thread_violations(t, i):
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def make_tag(me, seq):
-    return ((me + 1) << 40) | (seq & ((1 << 40) - 1))
+    """The stamp of thread slot `me`'s allocation number `seq`."""
+    return ((me + 1) << stamps.SEQ_BITS) | (seq & stamps.SEQ_MASK)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def pagecache_tag():
-    return (PAGECACHE + 1) << 40
+    return stamps.CACHE << stamps.SEQ_BITS
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def _stamp0(z):
+    """Index of page 0's stamp in the table seen as 16-bit stamps (`z.reshape(-1).view(
+    STAMP_DTYPE)`, made where it is used: a kernel without NRT cannot return a view)."""
+    return uint64(stamp_row0(z) * (W << STAMP_SHIFT))
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def stamp_of(z, pfn):
     """Page pfn's stamp (its contents)."""
-    return z[stamp_row0(z) + (pfn >> 3), pfn & 7]
+    return np.int64(z.reshape(-1).view(STAMP_DTYPE)[_stamp0(z) + uint64(pfn)])
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def set_stamp(z, pfn, value):
-    z[stamp_row0(z) + (pfn >> 3), pfn & 7] = value
+    """A store of page pfn's 16 bits alone: the pages beside it may be another thread's."""
+    z.reshape(-1).view(STAMP_DTYPE)[_stamp0(z) + uint64(pfn)] = value
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def _spread(stamp):
+    """A word of 4 copies of `stamp`."""
+    return stamp | (stamp << 16) | (stamp << 32) | (stamp << 48)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=False)
@@ -159,26 +182,37 @@ def _report_bad_stamps(z, t, me, pfn, order, expected, kind, new):
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def restamp(z, t, me, pfn, order, expected, kind, new):
     """Check every page of block (pfn, order) holds `expected` (a `kind` violation for each
-    page that does not), and stamp it `new`: one branch-free pass over the block's words
-    that stores `found ^ expected ^ new` (`new` where the page was good, so the found value
-    is still recoverable where it was not).  Unsigned indices: no negative-index wrap is
-    tested per word.  From order 3 up the pass runs over the flat table, which LLVM
-    vectorizes; below, a vector loop's set-up costs more than the 1..4 words it saves."""
-    lo = uint64(stamp_row0(z) * W + pfn)
-    hi = lo + uint64(1 << order)
+    page that does not), and stamp it `new`: one branch-free pass that stores `found ^
+    expected ^ new` (`new` where the page was good, so the found value is still
+    recoverable where it was not).  From order 2 up the block is whole words (4 stamps
+    each, XOR keeps them apart) and the pass runs over words; from order 5 up over the
+    flat table, which LLVM vectorizes, where below a vector loop's set-up costs more than
+    the 1..4 words it saves.  Blocks of 1 and 2 pages store 16 bits a page, leaving the
+    pages beside them alone.  Unsigned indices: no negative-index wrap is tested."""
     bad = 0
-    if order < 3:
-        for i in range(lo, hi):
-            r, c = i >> uint64(3), i & uint64(W - 1)
-            diff = z[r, c] ^ expected
+    if order < STAMP_SHIFT:
+        stamps = z.reshape(-1).view(STAMP_DTYPE)
+        lo = _stamp0(z) + uint64(pfn)
+        for i in range(lo, lo + uint64(1 << order)):
+            diff = np.int64(stamps[i]) ^ expected
             bad |= diff
-            z[r, c] = diff ^ new
+            stamps[i] = diff ^ new
     else:
-        words = z.reshape(-1)
-        for i in range(lo, hi):
-            diff = words[i] ^ expected
-            bad |= diff
-            words[i] = diff ^ new
+        lo = uint64(stamp_row0(z) * W + (pfn >> STAMP_SHIFT))
+        hi = lo + uint64(1 << (order - STAMP_SHIFT))
+        want, put = _spread(expected), _spread(new)
+        if order < STAMP_SHIFT + 3:
+            for i in range(lo, hi):
+                r, c = i >> uint64(3), i & uint64(W - 1)
+                diff = z[r, c] ^ want
+                bad |= diff
+                z[r, c] = diff ^ put
+        else:
+            words = z.reshape(-1)
+            for i in range(lo, hi):
+                diff = words[i] ^ want
+                bad |= diff
+                words[i] = diff ^ put
     if bad != 0:
         _report_bad_stamps(z, t, me, pfn, order, expected, kind, new)
 

@@ -22,6 +22,7 @@ from harness.faults import fault
 from harness.layout import F_OWNERSHIP, F_POISON, PG_CLAIM
 from harness.lockverbs import lock, pool_lock, unlock
 from harness.pageref import REF0, freeze, get_page, get_unless_zero, put_page, unfreeze
+from harness.stamps import SEQ_MASK
 from workers.counters import (RC_LOOKUP_HIT, RC_LOOKUP_MISS, RC_LOOKUPS, RC_RECLAIM_BUSY,
                               count_ref)
 from workers.claims import owner_word, word_owner
@@ -44,8 +45,10 @@ def new_pool(capacity, pages):
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def cache_key(me, seq):
-    """A cached page's key: the page-cache owner tag plus (thread, sequence)."""
-    return pagecache_tag() | ((me & 0xFF) << 32) | (seq & 0xFFFFFFFF)
+    """A cached page's key: the page cache's owner field, and 7 bits mixed from the
+    caching thread and its sequence (a page cached again is told from its last caching
+    127 times in 128)."""
+    return pagecache_tag() | ((seq + 37 * me) & SEQ_MASK)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
