@@ -27,6 +27,7 @@ from harness import hierarchy as H
 from harness import zone as Z
 from harness import stamps
 from harness.config import MAX_THREADS
+from harness.flatview import flat_view
 from harness.atomics import cycle_counter, store_release
 from harness.layout import (CAPTURED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, CTL_STOP,
                             F_CAPTURE_AUDIT, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION, FREE,
@@ -139,7 +140,7 @@ def pagecache_tag():
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def _stamp0(z):
-    """Index of page 0's stamp in the table seen as 16-bit stamps (`z.reshape(-1).view(
+    """Index of page 0's stamp in the table seen as 16-bit stamps (`flat_view(z).view(
     STAMP_DTYPE)`, made where it is used: a kernel without NRT cannot return a view)."""
     return uint64(stamp_row0(z) * (W << STAMP_SHIFT))
 
@@ -147,13 +148,13 @@ def _stamp0(z):
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def stamp_of(z, pfn):
     """Page pfn's stamp (its contents)."""
-    return np.int64(z.reshape(-1).view(STAMP_DTYPE)[_stamp0(z) + uint64(pfn)])
+    return np.int64(flat_view(z).view(STAMP_DTYPE)[_stamp0(z) + uint64(pfn)])
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def set_stamp(z, pfn, value):
     """A store of page pfn's 16 bits alone: the pages beside it may be another thread's."""
-    z.reshape(-1).view(STAMP_DTYPE)[_stamp0(z) + uint64(pfn)] = value
+    flat_view(z).view(STAMP_DTYPE)[_stamp0(z) + uint64(pfn)] = value
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
@@ -191,7 +192,7 @@ def restamp(z, t, me, pfn, order, expected, kind, new):
     pages beside them alone.  Unsigned indices: no negative-index wrap is tested."""
     bad = 0
     if order < STAMP_SHIFT:
-        stamps = z.reshape(-1).view(STAMP_DTYPE)
+        stamps = flat_view(z).view(STAMP_DTYPE)
         lo = _stamp0(z) + uint64(pfn)
         for i in range(lo, lo + uint64(1 << order)):
             diff = np.int64(stamps[i]) ^ expected
@@ -208,7 +209,7 @@ def restamp(z, t, me, pfn, order, expected, kind, new):
                 bad |= diff
                 z[r, c] = diff ^ put
         else:
-            words = z.reshape(-1)
+            words = flat_view(z)
             for i in range(lo, hi):
                 diff = words[i] ^ want
                 bad |= diff
