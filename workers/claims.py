@@ -43,9 +43,10 @@ also add to and subtract from the group word twice.  A release (or a hand-over t
 new owner) checks the words are the expected owner's and names whoever else is there.
 """
 
-from numba import njit
+from numba import njit, uint64
 
 from harness.atomics import cas, fetch_add, load_acquire
+from harness.flatview import flat_view
 from harness.layout import GROUP_SHIFT, PG_CLAIM, TOP, W, group_row0
 from harness.outline import out_of_line
 
@@ -129,6 +130,30 @@ def _enclosing(z, g, order):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def _any_claimed(z, lo, hi):
+    """Whether any of group words lo..hi-1 is not 0: one OR over consecutive words, which
+    LLVM vectorizes.  Plain loads: the caller's CAS before them is a locked instruction
+    with acquire semantics, so neither the compiler nor the CPU serves them earlier."""
+    words = flat_view(z)
+    base = uint64(group_row0(z) * W)
+    seen = 0
+    for i in range(base + uint64(lo), base + uint64(hi)):
+        seen |= words[i]
+    return seen != 0
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
+def _claimed_inside(z, lo, hi):
+    """Name a claim in groups lo..hi-1, which `_any_claimed` saw (gone since: nobody)."""
+    for g in range(lo, hi):
+        word = load_acquire(z, _group(z, g))
+        if word != 0:
+            return _group_holder(z, g, word)
+    return True, lo << GROUP_SHIFT, -1, 0
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def claim(z, t, me, pfn, order):
     """Claim block (pfn, order) for slot `me`: all or nothing.  Returns (bad, q, k, w):
     bad when another claim overlaps it, then block (q, k) held by owner word w."""
@@ -156,11 +181,9 @@ def claim(z, t, me, pfn, order):
     old = cas(z, (row, col), 0, large)
     if old != 0:
         return _group_holder(z, g0, old)
-    for g in range(g0 + 1, g0 + (1 << (order - GROUP_SHIFT))):
-        old = load_acquire(z, _group(z, g))
-        if old != 0:                            # a claim inside: a count or a marker
-            fetch_add(z, (row, col), -large)    # atomic: a racing small claim may add
-            return _group_holder(z, g, old)
+    if order > GROUP_SHIFT and _any_claimed(z, g0 + 1, g0 + (1 << (order - GROUP_SHIFT))):
+        fetch_add(z, (row, col), -large)        # atomic: a racing small claim may add
+        return _claimed_inside(z, g0 + 1, g0 + (1 << (order - GROUP_SHIFT)))
     found, first, other = _enclosing(z, g0, order)
     if found:
         fetch_add(z, (row, col), -large)
