@@ -259,35 +259,72 @@ def overhead_variants(per_detector=False):
             "all": dict(lockdep=True)}
 
 
+ALONE = {"allocator": dict(threads=1, reclaimers=0), "reclaimer": dict(threads=1, reclaimers=1)}
+
+
+def _interleaved(configs, rounds, warm):
+    """{name: [overhead figures of each run]}: `rounds` stress runs of each RunConfig in
+    `configs`, round-robin (the machine is shared and noisy: interleaving spreads its
+    moods over every variant alike)."""
+    from harness.runner import run_stress
+    runs = {name: [] for name in configs}
+    for _ in range(rounds):
+        for name, cfg in configs.items():
+            r = run_stress(cfg, warm_s=warm)
+            reraise_if_interrupted(r)
+            runs[name].append(overhead_figures(r))
+    return runs
+
+
+def _median(figures, key):
+    return float(np.median([f[key] for f in figures]))
+
+
 def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detector=False):
     """Stress throughput with detectors / lockdep on vs off (or each detector alone), per
     role, interleaved in one process: `rounds` runs of each variant, round-robin; medians,
-    the range of runs, and each role's slowdown (bare median / variant median)."""
-    from harness.runner import run_stress, warm_up
+    the range of runs, and each role's slowdown (bare median / variant median).
+
+    In a run of both roles each role's rate also moves with the other's (a faster thread
+    holds the zone's locks more often), so each role is also run alone on one thread
+    (`alone`): the reclaimer then allocates and frees its 16..1024-page blocks without
+    anyone to reclaim from, which is the cost per operation the detectors add to it."""
+    from harness.runner import warm_up
     warm = warm_up()
     variants = overhead_variants(per_detector)
-    runs = {name: [] for name in variants}
-    for _ in range(rounds):                  # interleave: the machine is shared and noisy
-        for name, kw in variants.items():
-            r = run_stress(RunConfig(seconds=seconds, threads=threads, seed=seed, pcp=pcp,
-                                     **kw), warm_s=warm)
-            reraise_if_interrupted(r)
-            runs[name].append(overhead_figures(r))
-    median = {name: {k: float(np.median([f[k] for f in fs])) for k in OVERHEAD_FIGURES}
-              for name, fs in runs.items()}
+
+    def config(kw, **shape):
+        return RunConfig(**{"seconds": seconds, "threads": threads, "seed": seed, "pcp": pcp,
+                            **kw, **shape})
+
+    runs = _interleaved({name: config(kw) for name, kw in variants.items()}, rounds, warm)
+    alone_runs = _interleaved({(role, name): config(kw, **shape) for role, shape in ALONE.items()
+                               for name, kw in variants.items()}, rounds, warm)
+    median = {name: {k: _median(fs, k) for k in OVERHEAD_FIGURES} for name, fs in runs.items()}
     spread = {name: {k: [min(f[k] for f in fs), max(f[k] for f in fs)] for k in OVERHEAD_FIGURES}
               for name, fs in runs.items()}
     slowdown = {name: {k: (median["bare"][k] / m[k] if m[k] else float("inf"))
                        for k in OVERHEAD_FIGURES if k != "capture_lists_per_s"}
                 for name, m in median.items()}
+    alone = {}
+    for role in ALONE:
+        key = f"{role}_ops_per_s"
+        rates = {name: _median(alone_runs[(role, name)], key) for name in variants}
+        alone[role] = {name: {"ops_per_s": rate,
+                              "range": [min(f[key] for f in alone_runs[(role, name)]),
+                                        max(f[key] for f in alone_runs[(role, name)])],
+                              "slowdown": rates["bare"] / rate if rate else float("inf")}
+                       for name, rate in rates.items()}
     return {"seconds": seconds, "threads": threads, "rounds": rounds, "pcp": pcp,
             "ops_per_s": {name: m["ops_per_s"] for name, m in median.items()},
             "slowdown": {name: s["ops_per_s"] for name, s in slowdown.items()},
-            "median": median, "range": spread, "role_slowdown": slowdown, "runs": runs}
+            "median": median, "range": spread, "role_slowdown": slowdown, "runs": runs,
+            "alone": alone}
 
 
 def format_overhead(result):
-    """The overhead table: medians per variant and role, slowdowns, ranges of runs."""
+    """The overhead table: medians per variant and role, slowdowns, ranges of runs; then
+    each role alone."""
     lines = [f"stress, {result['threads']} threads, per-CPU lists"
              f" {'on' if result['pcp'] else 'off'}, median of {result['rounds']} interleaved"
              " runs per variant:",
@@ -307,6 +344,13 @@ def format_overhead(result):
         lines.append(f"  {name:<10} allocator {r['allocator_ops_per_s'][0]:,.0f} .."
                      f" {r['allocator_ops_per_s'][1]:,.0f}   reclaimer"
                      f" {r['reclaimer_ops_per_s'][0]:,.0f} .. {r['reclaimer_ops_per_s'][1]:,.0f}")
+    lines.append(f"each role alone (1 thread), median of {result['rounds']} interleaved runs:")
+    for role, rows in result["alone"].items():
+        lines.append(f"  {role}")
+        for name, r in rows.items():
+            lo, hi = r["range"]
+            lines.append(f"    {name:<10}{r['ops_per_s']:>14,.0f} ops/s  {r['slowdown']:5.2f}x"
+                         f"   range {lo:,.0f} .. {hi:,.0f}")
     return "\n".join(lines)
 
 

@@ -664,7 +664,8 @@ def cmd_bench(args):
         result = run_stamps(args.repeats)
         text = format_stamps(result)
     elif args.overhead:
-        result = run_overhead(args.seconds, threads, per_detector=args.per_detector)
+        result = run_overhead(args.seconds, threads, rounds=args.repeats,
+                              per_detector=args.per_detector)
         text = format_overhead(result)
     elif args.capture_table:
         result = run_capture_table(args.seconds, threads, reclaim_mix=args.reclaim_mix)

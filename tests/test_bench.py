@@ -75,3 +75,18 @@ def test_overhead_variants_each_detector_alone_or_together(capsys):
     assert list(B.overhead_variants()) == ["bare", "detectors", "lockdep", "all"]
     assert main(["bench", "--per-detector"]) == 2
     assert "--per-detector applies to --overhead only" in capsys.readouterr().err
+
+
+def test_overhead_measures_both_roles_together_and_each_alone(warmed):
+    r = B.run_overhead(seconds=0.1, threads=2, rounds=1)
+    names = list(B.overhead_variants())
+    assert list(r["median"]) == names and list(r["alone"]) == ["allocator", "reclaimer"]
+    for role, rows in r["alone"].items():
+        assert list(rows) == names
+        assert rows["bare"]["slowdown"] == 1.0
+        for row in rows.values():
+            assert row["ops_per_s"] > 0 and row["range"][0] <= row["ops_per_s"] <= row["range"][1]
+            assert row["slowdown"] == rows["bare"]["ops_per_s"] / row["ops_per_s"]
+    assert r["role_slowdown"]["bare"]["ops_per_s"] == 1.0
+    text = B.format_overhead(r)
+    assert "each role alone (1 thread)" in text and text.count("detectors") == 5
