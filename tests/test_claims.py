@@ -46,14 +46,13 @@ def overlapping(held, pfn, order):
 
 def expected_words(held):
     """The page words and group words the held blocks must leave, from the layout rule:
-    a block below order GROUP_SHIFT has its owner word on its head page and counts 1 in
-    its group; a larger block's owner word is in its first group only, shifted up (the
-    marker)."""
+    a block below order GROUP_SHIFT owns its pages' words and counts 1 in its group; a
+    larger block's owner word is in its first group only, shifted up (the marker)."""
     pages, groups = np.zeros(PAGES, np.int64), np.zeros(PAGES >> L.GROUP_SHIFT, np.int64)
     for (pfn, order), owner in held.items():
         word = ((owner + 1) << 4) | order
         if order < L.GROUP_SHIFT:
-            pages[pfn] = word
+            pages[pfn:pfn + (1 << order)] = word
             groups[pfn >> L.GROUP_SHIFT] += 1
         else:
             groups[pfn >> L.GROUP_SHIFT] = word << 32
@@ -148,9 +147,9 @@ def test_claims_report_exactly_the_conflicts_of_the_page_model(ops):
         assert np.array_equal(sec.groups, groups)
 
 
-@pytest.mark.parametrize("order, words", [(0, 2), (3, 2), (4, 1), (7, 1), (10, 1)])
-def test_a_claim_writes_its_head_below_order_four_and_one_group_word_above(order, words):
-    """A claim of order k < 4 writes its head page's word and its group's count; of order
+@pytest.mark.parametrize("order, words", [(0, 2), (3, 9), (4, 1), (7, 1), (10, 1)])
+def test_a_claim_writes_its_pages_below_order_four_and_one_group_word_above(order, words):
+    """A claim of order k < 4 writes its 2**k page words and its group's count; of order
     k >= 4, its first group's word and no page; its release undoes exactly that."""
     z, t = fresh(2)
     before = z.copy()

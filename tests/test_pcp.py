@@ -186,7 +186,7 @@ def test_ownership_reports_a_block_that_leaves_a_per_cpu_list_twice():
     mine = owner_word.py_func(0, 1)
     assert P.pcp_alloc(z.table, z.threads, 0, 1) == pfn   # leaves properly: no finding,
     assert D.thread_violations(z.threads, 0) == []       # and is CPU 0's in place
-    assert list(z.sections.pages[pfn:pfn + 2, L.PG_CLAIM]) == [mine, 0]   # the head's
+    assert list(z.sections.pages[pfn:pfn + 2, L.PG_CLAIM]) == [mine, mine]
     assert z.sections.groups[group] == 1                 # one claim all along
     z.free(pfn, 1, cpu=0)                                # enters: the list's in place
     assert list(z.sections.pages[pfn:pfn + 2, L.PG_CLAIM]) == [claim, 0]

@@ -5,10 +5,8 @@ its cost depends on the order only through the number of 16-page groups it cover
 
   small  a block of order 0..3 lies inside one group (the order-4 block around it).
          Its claim adds 1 to the group's count (a locked add, which also reads whether an
-         enclosing large block is claimed), CASes its owner word into its head page's row
-         (PG_CLAIM), then reads the heads of the small blocks around it (at most 3) and
-         the rows of its other pages (at most 7): one locked instruction for the block
-         where one a page took up to 8.  Only heads carry words.
+         enclosing large block is claimed), then CASes the owner word into each of its
+         pages' rows (PG_CLAIM: at most 8 rows, which the allocator has just touched).
   large  a block of order 4..10 is 1..64 whole groups.  Its claim CASes its first
          group's word from 0 to hold its owner word (the marker), then reads the words
          of its other groups (is anything inside claimed?) and of the first groups of
@@ -21,10 +19,8 @@ its cost depends on the order only through the number of 16-page groups it cover
                  (the marker of the large block whose first group it is)
     owner word   (owner slot + 1) << 4 | order; 0: nobody
 
-Never two overlapping claims silently.  Two small ones with the same head meet on its
-word, which only one CAS from 0 can win; otherwise the smaller one's head is a page of
-the larger one, other than its head: each CASes its head, then reads the other's (the
-larger reads its pages, the smaller the heads around it).  Two blocks that share their first group
+Never two overlapping claims silently.  Two small ones share a page (the smaller block's
+pages), whose word only one CAS from 0 can win.  Two blocks that share their first group
 (a small one in a large one's first group, or two large ones starting at the same
 group) meet on that word: the locked add sees the marker, or the CAS from 0 sees the
 count or the other marker.  Otherwise one block lies inside the other and starts at a
@@ -41,11 +37,10 @@ a correct allocator a claim never meets a stale word.
 Parked blocks (harness.pcp: a small block on a per-CPU list) carry a list's word on
 their head and count in their group (`park`, `unpark` for blocks that come from or go
 back to the buddy).  A block the owner frees onto its own list, and one it takes off
-it, changes hands in place (`park_claimed`, `unpark_claimed`): one CAS of the head, the
+it, changes hands in place (`park_claimed`, `unpark_claimed`): one CAS a page, the
 group's count untouched, where a release and a park (or an unpark and a claim) would
-also add to and subtract from the group word twice; taken off, the block is checked
-like a new claim.  A release (or a hand-over to a new owner) checks the head's word is
-the expected owner's and names whoever else is there.
+also add to and subtract from the group word twice.  A release (or a hand-over to a
+new owner) checks the words are the expected owner's and names whoever else is there.
 """
 
 from numba import njit, uint64
@@ -159,24 +154,6 @@ def _claimed_inside(z, lo, hi):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def _small_overlap(z, pfn, order):
-    """After the caller's CAS of small block (pfn, order)'s head: a claimed small block
-    around it (the heads of the order-(order+1..3) blocks that contain it) or inside it
-    (its other pages' rows).  (bad, q, k, w) like `claim`."""
-    for j in range(order + 1, GROUP_SHIFT):
-        head = (pfn >> j) << j
-        if head != pfn:
-            word = load_acquire(z, (head, PG_CLAIM))
-            if word != 0 and pfn < head + (1 << word_order(word)):
-                return _named(pfn, word)
-    for p in range(pfn + 1, pfn + (1 << order)):
-        word = load_acquire(z, (p, PG_CLAIM))
-        if word != 0:
-            return _named(p, word)
-    return False, pfn, -1, 0
-
-
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def claim(z, t, me, pfn, order):
     """Claim block (pfn, order) for slot `me`: all or nothing.  Returns (bad, q, k, w):
     bad when another claim overlaps it, then block (q, k) held by owner word w."""
@@ -192,15 +169,14 @@ def claim(z, t, me, pfn, order):
         if found:
             fetch_add(z, (row, col), -1)
             return _named(first << GROUP_SHIFT, large)
-        old = cas(z, (pfn, PG_CLAIM), 0, mine)
-        if old != 0:
-            fetch_add(z, (row, col), -1)
-            return _named(pfn, old)
-        bad, q, k, w = _small_overlap(z, pfn, order)
-        if bad:
-            cas(z, (pfn, PG_CLAIM), mine, 0)
-            fetch_add(z, (row, col), -1)
-        return bad, q, k, w
+        for p in range(pfn, pfn + (1 << order)):
+            old = cas(z, (p, PG_CLAIM), 0, mine)
+            if old != 0:
+                for q in range(pfn, p):
+                    z[q, PG_CLAIM] = 0
+                fetch_add(z, (row, col), -1)
+                return _named(p, old)
+        return False, 0, 0, 0
     large = mine << LARGE_SHIFT
     old = cas(z, (row, col), 0, large)
     if old != 0:
@@ -218,23 +194,25 @@ def claim(z, t, me, pfn, order):
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def hand_over_claim(z, t, me, pfn, order, owner, new_owner):
     """Block (pfn, order) passes from slot `owner` to `new_owner` (-1: released).  Returns
-    (bad, q, k, w) like `claim`, bad when the block's word was not `owner`'s: then block
-    (q, k) of owner word w (0: nobody) is there.  Only a word that was `owner`'s changes."""
+    (bad, q, k, w) like `claim`, bad when a word was not `owner`'s: then block (q, k) of
+    owner word w (0: nobody) is there.  Only words that were `owner`'s change."""
     expected, new = owner_word(owner, order), owner_word(new_owner, order)
+    bad, q, k, w = False, pfn, -1, 0
     g0 = pfn >> GROUP_SHIFT
     row, col = _group(z, g0)
     if order < GROUP_SHIFT:
         large = z[row, col] >> LARGE_SHIFT
         if large != 0:
             return _named(pfn, large)           # inside someone's large block
-        old = cas(z, (pfn, PG_CLAIM), expected, new)
-        if old == expected:
-            if new_owner < 0:
-                fetch_add(z, (row, col), -1)
-            return False, pfn, -1, 0
-        if old != 0:
-            return _named(pfn, old)
-        return _holder_around(z, pfn, order)
+        for p in range(pfn + (1 << order) - 1, pfn - 1, -1):   # head last
+            old = cas(z, (p, PG_CLAIM), expected, new)
+            if old != expected and (not bad or (w == 0 and old != 0)):
+                bad, q, k, w = _named(p, old) if old != 0 else (True, pfn, -1, 0)
+        if not bad and new_owner < 0:
+            fetch_add(z, (row, col), -1)
+        if bad and w == 0:
+            return _holder_around(z, pfn, order)
+        return bad, q, k, w
     old = z[row, col]
     while old >> LARGE_SHIFT == expected:       # keep a racing small claim's count
         seen = cas(z, (row, col), old, (old & COUNT_MASK) | (new << LARGE_SHIFT))
@@ -256,10 +234,10 @@ def _holder_around(z, pfn, order):
     if found:
         return _named(first << GROUP_SHIFT, large)
     if order < GROUP_SHIFT:
-        if z[pfn, PG_CLAIM] != 0:
-            return _named(pfn, z[pfn, PG_CLAIM])
-        bad, q, k, w = _small_overlap(z, pfn, order)
-        return True, q, k, w
+        for p in range(pfn, pfn + (1 << order)):
+            if z[p, PG_CLAIM] != 0:
+                return _named(p, z[p, PG_CLAIM])
+        return True, pfn, -1, 0
     for g in range(g0, g0 + (1 << (order - GROUP_SHIFT))):
         word = z[_group(z, g)]
         if word != 0:
@@ -280,33 +258,39 @@ def park(z, pfn, word):
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def park_claimed(z, pfn, order, owner, word):
-    """A small block claimed by slot `owner` parks whole on a list: its head passes from
-    the owner's word to `word`, one CAS; it stays counted in its group (claimed, then
-    parked: one count either way).  Returns (bad, q, k, w) like hand_over_claim; only a
-    word that was `owner`'s changes."""
+    """A small block claimed by slot `owner` parks whole on a list: its tail pages are
+    released and its head passes from the owner's word to `word`, one CAS a page; it
+    stays counted in its group (claimed, then parked: one count either way).  Returns
+    (bad, q, k, w) like hand_over_claim; only words that were `owner`'s change."""
+    expected = owner_word(owner, order)
+    bad, q, k, w = False, pfn, -1, 0
     row, col = _group(z, pfn >> GROUP_SHIFT)
     large = z[row, col] >> LARGE_SHIFT
     if large != 0:
         return _named(pfn, large)               # inside someone's large block
-    old = cas(z, (pfn, PG_CLAIM), owner_word(owner, order), word)
-    if old == owner_word(owner, order):
-        return False, pfn, -1, 0
-    if old != 0:
-        return _named(pfn, old)
-    return _holder_around(z, pfn, order)
+    for p in range(pfn + (1 << order) - 1, pfn - 1, -1):   # head last
+        old = cas(z, (p, PG_CLAIM), expected, word if p == pfn else 0)
+        if old != expected and (not bad or (w == 0 and old != 0)):
+            bad, q, k, w = _named(p, old) if old != 0 else (True, pfn, -1, 0)
+    return bad, q, k, w
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def unpark_claimed(z, pfn, order, word, new_owner):
     """Undo `park_claimed` for slot `new_owner`: the head passes from `word` to its owner
-    word, then the block is checked like a new claim (nothing claimed around or inside
-    it); the group count stays.  Returns (head's old word, bad, q, k, w): `word`
-    expected; bad when another claim overlaps it (block (q, k) of owner word w)."""
-    head = cas(z, (pfn, PG_CLAIM), word, owner_word(new_owner, order))
+    word (head first), the tail pages are claimed from 0; the group count stays.
+    Returns (head's old word, bad, q, k, w): `word` expected; bad when a tail page was
+    someone else's (block (q, k) of owner word w), and then that tail is left as it was."""
+    mine = owner_word(new_owner, order)
+    head = cas(z, (pfn, PG_CLAIM), word, mine)
     if head != word:
         return head, False, pfn, -1, 0
-    bad, q, k, w = _small_overlap(z, pfn, order)
-    return head, bad, q, k, w
+    for p in range(pfn + 1, pfn + (1 << order)):
+        old = cas(z, (p, PG_CLAIM), 0, mine)
+        if old != 0:
+            bad, q, k, w = _named(p, old)
+            return head, bad, q, k, w
+    return head, False, pfn, -1, 0
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
