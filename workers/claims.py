@@ -37,15 +37,16 @@ a correct allocator a claim never meets a stale word.
 Parked blocks (harness.pcp: a small block on a per-CPU list) carry a list's word on
 their head and count in their group (`park`, `unpark` for blocks that come from or go
 back to the buddy).  A block the owner frees onto its own list, and one it takes off
-it, changes hands in place (`park_claimed`, `unpark_claimed`): one CAS a page, the
-group's count untouched, where a release and a park (or an unpark and a claim) would
+it, changes hands in place (`park_claimed`, `unpark_claimed`): plain stores onto the
+list (only the owner changes its own words), one CAS a page off it, the group's count
+untouched, where a release and a park (or an unpark and a claim) would
 also add to and subtract from the group word twice.  A release (or a hand-over to a
 new owner) checks the words are the expected owner's and names whoever else is there.
 """
 
 from numba import njit, uint64
 
-from harness.atomics import cas, fetch_add, load_acquire
+from harness.atomics import cas, fetch_add, load_acquire, store_release
 from harness.flatview import flat_view
 from harness.layout import GROUP_SHIFT, PG_CLAIM, TOP, W, group_row0
 from harness.outline import out_of_line
@@ -258,20 +259,33 @@ def park(z, pfn, word):
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def park_claimed(z, pfn, order, owner, word):
-    """A small block claimed by slot `owner` parks whole on a list: its tail pages are
-    released and its head passes from the owner's word to `word`, one CAS a page; it
-    stays counted in its group (claimed, then parked: one count either way).  Returns
-    (bad, q, k, w) like hand_over_claim; only words that were `owner`'s change."""
+    """A small block claimed by slot `owner`, the caller, parks whole on its list: its
+    tail pages are released and its head passes from the owner's word to `word`; it stays
+    counted in its group (claimed, then parked: one count either way).  Returns (bad, q,
+    k, w) like hand_over_claim; only words that were `owner`'s change.
+
+    Plain loads and stores, no locked instruction: a word that holds the caller's owner
+    word changes only by the caller.  Every other thread's CAS expects 0 (a claim), its
+    own word or the page cache's (a hand-over) or a list's word (a block leaving a list),
+    never this one, so between the load and the store nobody else can change it.  The
+    head is stored last, with release order."""
     expected = owner_word(owner, order)
     bad, q, k, w = False, pfn, -1, 0
     row, col = _group(z, pfn >> GROUP_SHIFT)
     large = z[row, col] >> LARGE_SHIFT
     if large != 0:
         return _named(pfn, large)               # inside someone's large block
-    for p in range(pfn + (1 << order) - 1, pfn - 1, -1):   # head last
-        old = cas(z, (p, PG_CLAIM), expected, word if p == pfn else 0)
-        if old != expected and (not bad or (w == 0 and old != 0)):
+    for p in range(pfn + (1 << order) - 1, pfn, -1):
+        old = z[p, PG_CLAIM]
+        if old == expected:
+            z[p, PG_CLAIM] = 0
+        elif not bad or (w == 0 and old != 0):
             bad, q, k, w = _named(p, old) if old != 0 else (True, pfn, -1, 0)
+    old = z[pfn, PG_CLAIM]
+    if old == expected:
+        store_release(z, (pfn, PG_CLAIM), word)
+    elif not bad or (w == 0 and old != 0):
+        bad, q, k, w = _named(pfn, old) if old != 0 else (True, pfn, -1, 0)
     return bad, q, k, w
 
 
