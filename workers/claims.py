@@ -267,25 +267,20 @@ def park_claimed(z, pfn, order, owner, word):
     Plain loads and stores, no locked instruction: a word that holds the caller's owner
     word changes only by the caller.  Every other thread's CAS expects 0 (a claim), its
     own word or the page cache's (a hand-over) or a list's word (a block leaving a list),
-    never this one, so between the load and the store nobody else can change it.  The
-    head is stored last, with release order."""
+    never this one, so between the load and the store nobody else can change it.  Release
+    stores, the head last."""
     expected = owner_word(owner, order)
     bad, q, k, w = False, pfn, -1, 0
     row, col = _group(z, pfn >> GROUP_SHIFT)
     large = z[row, col] >> LARGE_SHIFT
     if large != 0:
         return _named(pfn, large)               # inside someone's large block
-    for p in range(pfn + (1 << order) - 1, pfn, -1):
+    for p in range(pfn + (1 << order) - 1, pfn - 1, -1):
         old = z[p, PG_CLAIM]
         if old == expected:
-            z[p, PG_CLAIM] = 0
+            store_release(z, (p, PG_CLAIM), word if p == pfn else 0)
         elif not bad or (w == 0 and old != 0):
             bad, q, k, w = _named(p, old) if old != 0 else (True, pfn, -1, 0)
-    old = z[pfn, PG_CLAIM]
-    if old == expected:
-        store_release(z, (pfn, PG_CLAIM), word)
-    elif not bad or (w == 0 and old != 0):
-        bad, q, k, w = _named(pfn, old) if old != 0 else (True, pfn, -1, 0)
     return bad, q, k, w
 
 

@@ -24,11 +24,11 @@ import numpy as np
 from numba import njit, uint64
 
 from harness import hierarchy as H
-from harness import zone as Z
 from harness import stamps
+from harness import zone as Z
+from harness.atomics import cycle_counter, store_release
 from harness.config import MAX_THREADS
 from harness.flatview import flat_view
-from harness.atomics import cycle_counter, store_release
 from harness.layout import (CAPTURED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, CTL_STOP,
                             F_CAPTURE_AUDIT, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION, FREE,
                             LS_HEAD, PG_LIST, PG_NEXT, PG_ORDER, PG_STATE, T_CAPSTAT, T_COUNT0,
@@ -192,12 +192,12 @@ def restamp(z, t, me, pfn, order, expected, kind, new):
     pages beside them alone.  Unsigned indices: no negative-index wrap is tested."""
     bad = 0
     if order < STAMP_SHIFT:
-        stamps = flat_view(z).view(STAMP_DTYPE)
+        halves = flat_view(z).view(STAMP_DTYPE)
         lo = _stamp0(z) + uint64(pfn)
         for i in range(lo, lo + uint64(1 << order)):
-            diff = np.int64(stamps[i]) ^ expected
+            diff = np.int64(halves[i]) ^ expected
             bad |= diff
-            stamps[i] = diff ^ new
+            halves[i] = diff ^ new
     else:
         lo = uint64(stamp_row0(z) * W + (pfn >> STAMP_SHIFT))
         hi = lo + uint64(1 << (order - STAMP_SHIFT))
