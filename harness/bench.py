@@ -280,6 +280,15 @@ def _median(figures, key):
     return float(np.median([f[key] for f in figures]))
 
 
+def _slowdown(bare, rate):
+    """bare / rate; None when the variant did none (JSON has no infinity)."""
+    return bare / rate if rate else None
+
+
+def _x(ratio):
+    return f"{ratio:.2f}x" if ratio is not None else "-"
+
+
 def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detector=False):
     """Stress throughput with detectors / lockdep on vs off (or each detector alone), per
     role, interleaved in one process: `rounds` runs of each variant, round-robin; medians,
@@ -303,7 +312,7 @@ def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detecto
     median = {name: {k: _median(fs, k) for k in OVERHEAD_FIGURES} for name, fs in runs.items()}
     spread = {name: {k: [min(f[k] for f in fs), max(f[k] for f in fs)] for k in OVERHEAD_FIGURES}
               for name, fs in runs.items()}
-    slowdown = {name: {k: (median["bare"][k] / m[k] if m[k] else float("inf"))
+    slowdown = {name: {k: _slowdown(median["bare"][k], m[k])
                        for k in OVERHEAD_FIGURES if k != "capture_lists_per_s"}
                 for name, m in median.items()}
     alone = {}
@@ -313,7 +322,7 @@ def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detecto
         alone[role] = {name: {"ops_per_s": rate,
                               "range": [min(f[key] for f in alone_runs[(role, name)]),
                                         max(f[key] for f in alone_runs[(role, name)])],
-                              "slowdown": rates["bare"] / rate if rate else float("inf")}
+                              "slowdown": _slowdown(rates["bare"], rate)}
                        for name, rate in rates.items()}
     return {"seconds": seconds, "threads": threads, "rounds": rounds, "pcp": pcp,
             "ops_per_s": {name: m["ops_per_s"] for name, m in median.items()},
@@ -336,9 +345,9 @@ def format_overhead(result):
                      f"{m['capture_lists_per_s']:>17,.0f}")
     lines.append("slowdown vs bare (median):")
     for name, s in result["role_slowdown"].items():
-        lines.append(f"  {name:<10} all {s['ops_per_s']:.2f}x   allocator"
-                     f" {s['allocator_ops_per_s']:.2f}x   reclaimer {s['reclaimer_ops_per_s']:.2f}x"
-                     f"   reclaims {s['reclaims_per_s']:.2f}x")
+        lines.append(f"  {name:<10} all {_x(s['ops_per_s'])}   allocator"
+                     f" {_x(s['allocator_ops_per_s'])}   reclaimer {_x(s['reclaimer_ops_per_s'])}"
+                     f"   reclaims {_x(s['reclaims_per_s'])}")
     lines.append("range of runs:")
     for name, r in result["range"].items():
         lines.append(f"  {name:<10} allocator {r['allocator_ops_per_s'][0]:,.0f} .."
@@ -349,7 +358,7 @@ def format_overhead(result):
         lines.append(f"  {role}")
         for name, r in rows.items():
             lo, hi = r["range"]
-            lines.append(f"    {name:<10}{r['ops_per_s']:>14,.0f} ops/s  {r['slowdown']:5.2f}x"
+            lines.append(f"    {name:<10}{r['ops_per_s']:>14,.0f} ops/s  {_x(r['slowdown']):>6}"
                          f"   range {lo:,.0f} .. {hi:,.0f}")
     return "\n".join(lines)
 

@@ -205,7 +205,8 @@ def build_parser():
                        help="comma-separated thread counts (default 1,2,4,8; with --overhead"
                             " or --capture-table the largest is used, default 2)")
     bench.add_argument("--repeats", type=_at_least(1, 1000), default=3,
-                       help="runs per variant; the median is reported (default 3)")
+                       help="runs per variant (with --overhead: interleaved rounds); the median"
+                            " is reported (default 3)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.add_argument("--overhead", action="store_true",
                        help="instead: stress throughput with detectors/lockdep on vs off")

@@ -1,6 +1,8 @@
 """The bench: the C reference compiles and runs the workload, is skipped with a reason when
 there is no compiler, and the ratios are the quotients of the medians they name."""
 
+import json
+
 import pytest
 
 from harness import bench as B
@@ -90,3 +92,5 @@ def test_overhead_measures_both_roles_together_and_each_alone(warmed):
     assert r["role_slowdown"]["bare"]["ops_per_s"] == 1.0
     text = B.format_overhead(r)
     assert "each role alone (1 thread)" in text and text.count("detectors") == 5
+    assert B._slowdown(5.0, 0.0) is None and B._x(None) == "-"   # a variant that did nothing
+    json.dumps(r, allow_nan=False)                                # what --json prints
