@@ -32,8 +32,9 @@ def _fields(table):
 
 # ---------------------------------------------------------------- zone table: row kinds
 
-PAGE_FIELDS = ("state", "order", "list", "next", "prev", "owner")
-PG_STATE, PG_ORDER, PG_LIST, PG_NEXT, PG_PREV, PG_OWNER = _fields(PAGE_FIELDS)
+PAGE_FIELDS = ("state", "order", "list", "next", "prev", "owner", "claim")
+PG_STATE, PG_ORDER, PG_LIST, PG_NEXT, PG_PREV, PG_OWNER, PG_CLAIM = _fields(PAGE_FIELDS)
+# PG_CLAIM: the ownership detector's page word (workers.claims)
 TAIL, FREE, CAPTURED, ALLOC, PCP = range(5)     # PCP: on a per-CPU list (harness.pcp)
 
 LIST_FIELDS = ("head", "count", "state", "wanted", "owner", "own", "other", "merged")
@@ -75,8 +76,7 @@ SCHED_OFF, SCHED_PCT, SCHED_PCT_SITES = 0, 1, 2
 # The detectors' words beside the page rows, so that work over a large block runs through
 # consecutive memory: the poison detector's page contents, 16 bits a page, 4 to a word
 # (POISON when free, else an allocation tag; workers.detectors), then the ownership
-# detector's claim words, one a page, and its group words, one per 16 pages
-# (workers.claims).
+# detector's group words, one per 16 pages (workers.claims).
 STAMP_DTYPE = np.uint16                 # a page's contents, as poison sees them
 STAMP_BITS = 16
 STAMP_SHIFT = 2                         # 4 stamps to a word: page pfn's is in word pfn >> 2
@@ -95,7 +95,6 @@ ZONE_ROWS = (
     ("pages", "pages", PAGE_FIELDS, "struct page, row == pfn"),
     ("stamps", "pages / 32", ("4 stamps",) * W,
      "poison: page contents, 16 bits a page, halfword pfn"),
-    ("claims", "pages / 8", ("claim",) * W, "ownership: claim words, word pfn"),
     ("lists", "11 + ncap + 4 * cpus", LIST_FIELDS,
      "free lists 0..10, the capture lists, per-CPU lists"),
     ("locks", "1 + blocks + ncap + 11 + 1 + cpus", LOCK_FIELDS,
@@ -153,22 +152,15 @@ def stamp_row0(z):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def claim_row0(z):
-    """First row of the claim words: page pfn's is word pfn from here."""
+def group_row0(z):
+    """First row of the group words: group g's word is word g from here."""
     pages = z[meta_row(z), M_PAGES]
     return pages + (pages >> STAMP_ROW_SHIFT)
 
 
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def group_row0(z):
-    """First row of the group words: group g's word is word g from here."""
-    pages = z[meta_row(z), M_PAGES]
-    return pages + (pages >> STAMP_ROW_SHIFT) + (pages >> 3)
-
-
 def detector_rows(pages):
-    """Rows of the stamps, claim words and group words of a zone of `pages` pages."""
-    return (pages >> STAMP_ROW_SHIFT) + (pages >> 3) + (pages >> (3 + GROUP_SHIFT))
+    """Rows of the stamps and group words of a zone of `pages` pages."""
+    return (pages >> STAMP_ROW_SHIFT) + (pages >> (3 + GROUP_SHIFT))
 
 
 def ctl_row_py(z):
@@ -338,10 +330,8 @@ class Sections:
         self.cpus = int(self.pcp[PCP_CPUS])
         self.pages = z[:self.pages_n]
         n = self.pages_n
-        c0 = n + (n >> STAMP_ROW_SHIFT)
-        g0 = c0 + (n >> 3)
-        self.stamps = z[n:c0].reshape(-1).view(STAMP_DTYPE)           # [pfn]
-        self.claims = z[c0:g0].reshape(-1)                            # [pfn]
+        g0 = n + (n >> STAMP_ROW_SHIFT)
+        self.stamps = z[n:g0].reshape(-1).view(STAMP_DTYPE)           # [pfn]
         self.groups = z[g0:g0 + (n >> (3 + GROUP_SHIFT))].reshape(-1)  # [pfn >> GROUP_SHIFT]
         self.lists = z[list0:list0 + NAREAS + self.ncap + PCP_ORDERS * self.cpus]
         self.lock0 = int(meta[M_BLOCK0]) - 1

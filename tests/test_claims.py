@@ -143,7 +143,7 @@ def test_claims_report_exactly_the_conflicts_of_the_page_model(ops):
             check_names(v, owner, block[0], block[1], {block: real})
             z[:] = saved
         pages, groups = expected_words(held)
-        assert np.array_equal(sec.claims, pages)
+        assert np.array_equal(sec.pages[:, L.PG_CLAIM], pages)
         assert np.array_equal(sec.groups, groups)
 
 
@@ -221,7 +221,7 @@ def test_two_threads_claiming_overlapping_blocks_never_both_succeed_silently():
     if both == 0:               # a loaded machine may never run the two at once
         pytest.skip("the two threads never held claims at the same time")
     sec = L.Sections(z)         # every claim was released: the words are zero again
-    assert not sec.claims.any() and not sec.groups.any()
+    assert not sec.pages[:, L.PG_CLAIM].any() and not sec.groups.any()
 
 
 def test_the_report_names_both_blocks_and_both_owners():

@@ -180,18 +180,18 @@ def test_ownership_reports_a_block_that_leaves_a_per_cpu_list_twice():
     z.sections.flags[L.F_OWNERSHIP] = 1
     z.sections.flags[L.F_STOP_ON_VIOLATION] = 0
     claim, group = P.pcp_claim.py_func(1), pfn >> L.GROUP_SHIFT
-    assert z.sections.claims[pfn] == 0        # entered before the flag was on
-    z.sections.claims[pfn] = claim            # as if it had entered with it
+    assert z.sections.pages[pfn, L.PG_CLAIM] == 0        # entered before the flag was on
+    z.sections.pages[pfn, L.PG_CLAIM] = claim            # as if it had entered with it
     z.sections.groups[group] = 1
     mine = owner_word.py_func(0, 1)
     assert P.pcp_alloc(z.table, z.threads, 0, 1) == pfn   # leaves properly: no finding,
     assert D.thread_violations(z.threads, 0) == []       # and is CPU 0's in place
-    assert list(z.sections.claims[pfn:pfn + 2]) == [mine, mine]
+    assert list(z.sections.pages[pfn:pfn + 2, L.PG_CLAIM]) == [mine, mine]
     assert z.sections.groups[group] == 1                 # one claim all along
     z.free(pfn, 1, cpu=0)                                # enters: the list's in place
-    assert list(z.sections.claims[pfn:pfn + 2]) == [claim, 0]
+    assert list(z.sections.pages[pfn:pfn + 2, L.PG_CLAIM]) == [claim, 0]
     assert z.sections.groups[group] == 1
-    z.sections.claims[pfn] = 0                # someone else took it meanwhile
+    z.sections.pages[pfn, L.PG_CLAIM] = 0                # someone else took it meanwhile
     assert P.pcp_alloc(z.table, z.threads, 0, 1) == pfn
     v = D.thread_violations(z.threads, 0)
     assert [(x["kind"], x["detector"], x["pfn"]) for x in v] == \
@@ -203,14 +203,14 @@ def test_ownership_names_the_other_owner_of_a_block_freed_onto_or_taken_off_a_li
     z.sections.flags[L.F_OWNERSHIP] = 1
     z.sections.flags[L.F_STOP_ON_VIOLATION] = 0
     claim, group = P.pcp_claim.py_func(1), pfn >> L.GROUP_SHIFT
-    z.sections.claims[pfn] = claim            # parked, as if the flag was on
+    z.sections.pages[pfn, L.PG_CLAIM] = claim            # parked, as if the flag was on
     z.sections.groups[group] = 1
-    z.sections.claims[pfn + 1] = owner_word.py_func(5, 0)   # slot 5 holds a tail
+    z.sections.pages[pfn + 1, L.PG_CLAIM] = owner_word.py_func(5, 0)   # slot 5 holds a tail
     assert P.pcp_alloc(z.table, z.threads, 0, 1) == pfn
     v = D.thread_violations(z.threads, 0)
     assert [(x["kind"], x["pfn"], x["page"]) for x in v] == [("double_allocation", pfn, pfn + 1)]
     assert v[0]["found"] == 5
-    z.sections.claims[pfn:pfn + 2] = owner_word.py_func(3, 1)  # slot 3's, not 0's
+    z.sections.pages[pfn:pfn + 2, L.PG_CLAIM] = owner_word.py_func(3, 1)  # slot 3's, not 0's
     z.free(pfn, 1, cpu=0)
     v = D.thread_violations(z.threads, 0)[1:]
     assert [(x["kind"], x["pfn"], x["expected"], x["found"]) for x in v] == \

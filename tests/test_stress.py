@@ -193,7 +193,7 @@ def test_foreign_claim_on_free_pages_is_a_double_allocation():
     stranger = 7                                   # a thread slot not in this run
 
     def claim(run):
-        run.sec.claims[:] = owner_word.py_func(stranger, 0)
+        run.sec.pages[:, L.PG_CLAIM] = owner_word.py_func(stranger, 0)
 
     result = corrupted_run(cfg, claim)
     assert grade(result) == ("VIOLATIONS", 1)
@@ -217,7 +217,7 @@ def test_foreign_claim_met_by_a_per_cpu_refill_is_reported():
     stranger = 7
 
     def claim(run):
-        run.sec.claims[:] = owner_word.py_func(stranger, 0)
+        run.sec.pages[:, L.PG_CLAIM] = owner_word.py_func(stranger, 0)
 
     result = corrupted_run(cfg, claim)
     assert grade(result) == ("VIOLATIONS", 1)

@@ -6,8 +6,7 @@ its cost depends on the order only through the number of 16-page groups it cover
   small  a block of order 0..3 lies inside one group (the order-4 block around it).
          Its claim adds 1 to the group's count (a locked add, which also reads whether an
          enclosing large block is claimed), then CASes the owner word into each of its
-         pages' claim words (an array of their own, 8 to a cache line: the words of a
-         small block share one line, where its pages' rows are up to 8 lines).
+         pages' rows (PG_CLAIM: at most 8 rows, which the allocator has just touched).
   large  a block of order 4..10 is 1..64 whole groups.  Its claim CASes its first
          group's word from 0 to hold its owner word (the marker), then reads the words
          of its other groups (is anything inside claimed?) and of the first groups of
@@ -49,7 +48,7 @@ from numba import njit, uint64
 
 from harness.atomics import cas, fetch_add, load_acquire, store_release
 from harness.flatview import flat_view
-from harness.layout import GROUP_SHIFT, TOP, W, claim_row0, group_row0
+from harness.layout import GROUP_SHIFT, PG_CLAIM, TOP, W, group_row0
 from harness.outline import out_of_line
 
 SMALL = 1 << GROUP_SHIFT                # pages of a group; blocks below this order are small
@@ -77,18 +76,6 @@ def word_order(word):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def _page(z, p):
-    """(row, column) of page p's claim word (p >= 0: shifts, not a signed division)."""
-    return claim_row0(z) + (p >> 3), p & (W - 1)
-
-
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def claim_word(z, p):
-    """Page p's claim word (0: nobody's; else the owner word of the block that claims it)."""
-    return z[_page(z, p)]
-
-
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def _group(z, g):
     """(row, column) of group g's word (g >= 0: shifts, not a signed division)."""
     return group_row0(z) + (g >> 3), g & (W - 1)
@@ -107,7 +94,7 @@ def _small_inside(z, g):
     base = g << GROUP_SHIFT
     for _ in range(SCAN_TRIES):
         for p in range(base, base + SMALL):
-            w = z[_page(z, p)]
+            w = z[p, PG_CLAIM]
             if w != 0:
                 return _named(p, w)
     return True, base, -1, 0                # counted, but its words came and went
@@ -184,10 +171,10 @@ def claim(z, t, me, pfn, order):
             fetch_add(z, (row, col), -1)
             return _named(first << GROUP_SHIFT, large)
         for p in range(pfn, pfn + (1 << order)):
-            old = cas(z, _page(z, p), 0, mine)
+            old = cas(z, (p, PG_CLAIM), 0, mine)
             if old != 0:
                 for q in range(pfn, p):
-                    z[_page(z, q)] = 0
+                    z[q, PG_CLAIM] = 0
                 fetch_add(z, (row, col), -1)
                 return _named(p, old)
         return False, 0, 0, 0
@@ -219,7 +206,7 @@ def hand_over_claim(z, t, me, pfn, order, owner, new_owner):
         if large != 0:
             return _named(pfn, large)           # inside someone's large block
         for p in range(pfn + (1 << order) - 1, pfn - 1, -1):   # head last
-            old = cas(z, _page(z, p), expected, new)
+            old = cas(z, (p, PG_CLAIM), expected, new)
             if old != expected and (not bad or (w == 0 and old != 0)):
                 bad, q, k, w = _named(p, old) if old != 0 else (True, pfn, -1, 0)
         if not bad and new_owner < 0:
@@ -249,8 +236,8 @@ def _holder_around(z, pfn, order):
         return _named(first << GROUP_SHIFT, large)
     if order < GROUP_SHIFT:
         for p in range(pfn, pfn + (1 << order)):
-            if z[_page(z, p)] != 0:
-                return _named(p, z[_page(z, p)])
+            if z[p, PG_CLAIM] != 0:
+                return _named(p, z[p, PG_CLAIM])
         return True, pfn, -1, 0
     for g in range(g0, g0 + (1 << (order - GROUP_SHIFT))):
         word = z[_group(z, g)]
@@ -263,7 +250,7 @@ def _holder_around(z, pfn, order):
 def park(z, pfn, word):
     """A small block parked whole on a list (harness.pcp) carries `word` on its head and
     counts in its group.  Returns the head's old word (0 expected)."""
-    old = cas(z, _page(z, pfn), 0, word)
+    old = cas(z, (pfn, PG_CLAIM), 0, word)
     if old == 0:
         row, col = _group(z, pfn >> GROUP_SHIFT)
         fetch_add(z, (row, col), 1)
@@ -289,9 +276,9 @@ def park_claimed(z, pfn, order, owner, word):
     if large != 0:
         return _named(pfn, large)               # inside someone's large block
     for p in range(pfn + (1 << order) - 1, pfn - 1, -1):
-        old = z[_page(z, p)]
+        old = z[p, PG_CLAIM]
         if old == expected:
-            store_release(z, _page(z, p), word if p == pfn else 0)
+            store_release(z, (p, PG_CLAIM), word if p == pfn else 0)
         elif not bad or (w == 0 and old != 0):
             bad, q, k, w = _named(p, old) if old != 0 else (True, pfn, -1, 0)
     return bad, q, k, w
@@ -304,11 +291,11 @@ def unpark_claimed(z, pfn, order, word, new_owner):
     Returns (head's old word, bad, q, k, w): `word` expected; bad when a tail page was
     someone else's (block (q, k) of owner word w), and then that tail is left as it was."""
     mine = owner_word(new_owner, order)
-    head = cas(z, _page(z, pfn), word, mine)
+    head = cas(z, (pfn, PG_CLAIM), word, mine)
     if head != word:
         return head, False, pfn, -1, 0
     for p in range(pfn + 1, pfn + (1 << order)):
-        old = cas(z, _page(z, p), 0, mine)
+        old = cas(z, (p, PG_CLAIM), 0, mine)
         if old != 0:
             bad, q, k, w = _named(p, old)
             return head, bad, q, k, w
@@ -318,7 +305,7 @@ def unpark_claimed(z, pfn, order, word, new_owner):
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def unpark(z, pfn, word):
     """Undo `park`.  Returns the head's old word (`word` expected)."""
-    old = cas(z, _page(z, pfn), word, 0)
+    old = cas(z, (pfn, PG_CLAIM), word, 0)
     if old == word:
         row, col = _group(z, pfn >> GROUP_SHIFT)
         fetch_add(z, (row, col), -1)

@@ -19,13 +19,13 @@ from harness import faults as F
 from harness import hierarchy as H
 from harness.chaos import P_CACHE_FOUND, P_CACHE_USE, chaos
 from harness.faults import fault
-from harness.layout import F_OWNERSHIP, F_POISON
+from harness.layout import F_OWNERSHIP, F_POISON, PG_CLAIM
 from harness.lockverbs import lock, pool_lock, unlock
 from harness.pageref import REF0, freeze, get_page, get_unless_zero, put_page, unfreeze
 from harness.stamps import SEQ_MASK
 from workers.counters import (RC_LOOKUP_HIT, RC_LOOKUP_MISS, RC_LOOKUPS, RC_RECLAIM_BUSY,
                               count_ref)
-from workers.claims import claim_word, owner_word, word_owner
+from workers.claims import owner_word, word_owner
 from workers.detectors import (K_NOT_CACHED_REF, K_READ_AFTER_FREE, PAGECACHE, flag,
                                pagecache_tag, stamp_of, violation)
 
@@ -160,9 +160,9 @@ def lookup(z, t, me, pool, r):
     count_ref(t, me, RC_LOOKUP_HIT, 1)
     key = page_key(pool, pfn)
     for _ in range(2):
-        if flag(z, F_OWNERSHIP) and claim_word(z, pfn) != owner_word(PAGECACHE, 0):
+        if flag(z, F_OWNERSHIP) and z[pfn, PG_CLAIM] != owner_word(PAGECACHE, 0):
             violation(z, t, me, K_NOT_CACHED_REF, pfn, 0, pfn, PAGECACHE,
-                      word_owner(claim_word(z, pfn)))
+                      word_owner(z[pfn, PG_CLAIM]))
             break
         if flag(z, F_POISON) and stamp_of(z, pfn) != key:
             violation(z, t, me, K_READ_AFTER_FREE, pfn, 0, pfn, key, stamp_of(z, pfn))
