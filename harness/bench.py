@@ -280,6 +280,10 @@ def _median(figures, key):
     return float(np.median([f[key] for f in figures]))
 
 
+def _range(figures, key):
+    return [min(f[key] for f in figures), max(f[key] for f in figures)]
+
+
 def _slowdown(bare, rate):
     """bare / rate; None when the variant did none (JSON has no infinity)."""
     return bare / rate if rate else None
@@ -310,8 +314,7 @@ def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detecto
     alone_runs = _interleaved({(role, name): config(kw, **shape) for role, shape in ALONE.items()
                                for name, kw in variants.items()}, rounds, warm)
     median = {name: {k: _median(fs, k) for k in OVERHEAD_FIGURES} for name, fs in runs.items()}
-    spread = {name: {k: [min(f[k] for f in fs), max(f[k] for f in fs)] for k in OVERHEAD_FIGURES}
-              for name, fs in runs.items()}
+    spread = {name: {k: _range(fs, k) for k in OVERHEAD_FIGURES} for name, fs in runs.items()}
     slowdown = {name: {k: _slowdown(median["bare"][k], m[k])
                        for k in OVERHEAD_FIGURES if k != "capture_lists_per_s"}
                 for name, m in median.items()}
@@ -320,8 +323,7 @@ def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detecto
         key = f"{role}_ops_per_s"
         rates = {name: _median(alone_runs[(role, name)], key) for name in variants}
         alone[role] = {name: {"ops_per_s": rate,
-                              "range": [min(f[key] for f in alone_runs[(role, name)]),
-                                        max(f[key] for f in alone_runs[(role, name)])],
+                              "range": _range(alone_runs[(role, name)], key),
                               "slowdown": _slowdown(rates["bare"], rate)}
                        for name, rate in rates.items()}
     return {"seconds": seconds, "threads": threads, "rounds": rounds, "pcp": pcp,

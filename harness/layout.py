@@ -16,6 +16,7 @@ from harness import jitcache  # noqa: F401  (sets the cache before any kernel)
 from numba import njit
 
 from harness import hierarchy as H
+from harness import stamps
 
 MAX_ORDER = 11
 TOP = MAX_ORDER - 1
@@ -78,7 +79,7 @@ SCHED_OFF, SCHED_PCT, SCHED_PCT_SITES = 0, 1, 2
 # (POISON when free, else an allocation tag; workers.detectors), then the ownership
 # detector's group words, one per 16 pages (workers.claims).
 STAMP_DTYPE = np.uint16                 # a page's contents, as poison sees them
-STAMP_BITS = 16
+STAMP_BITS = stamps.BITS
 STAMP_SHIFT = 2                         # 4 stamps to a word: page pfn's is in word pfn >> 2
 assert STAMP_BITS << STAMP_SHIFT == 64 and np.dtype(STAMP_DTYPE).itemsize * 8 == STAMP_BITS
 STAMP_ROW_SHIFT = STAMP_SHIFT + 3       # 32 stamps to a row

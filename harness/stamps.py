@@ -8,9 +8,10 @@ with CACHE and 7 bits mixed from the caching thread and its sequence.  So a stam
 its owner exactly, and the allocation modulo 128.
 """
 
+BITS = 16                               # a stamp's width (harness.layout stores them)
 SEQ_BITS = 7
 SEQ_MASK = (1 << SEQ_BITS) - 1
-CACHE = (1 << (16 - SEQ_BITS)) - 1      # owner field of the page cache's keys
+CACHE = (1 << (BITS - SEQ_BITS)) - 1    # owner field of the page cache's keys
 POISON = 0x6B                           # Linux's POISON_FREE byte; owner field 0
 assert POISON >> SEQ_BITS == 0
 

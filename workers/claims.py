@@ -146,7 +146,8 @@ def _any_claimed(z, lo, hi):
 @njit(nogil=True, cache=True, _nrt=False, forceinline=False)
 @out_of_line
 def _claimed_inside(z, lo, hi):
-    """Name a claim in groups lo..hi-1, which `_any_claimed` saw (gone since: nobody)."""
+    """Name a claim in groups lo..hi-1 (none: nobody, at group lo's first page): one that
+    `_any_claimed` saw, or one inside a block a hand-over found unclaimed."""
     for g in range(lo, hi):
         word = load_acquire(z, _group(z, g))
         if word != 0:
@@ -239,11 +240,7 @@ def _holder_around(z, pfn, order):
             if z[p, PG_CLAIM] != 0:
                 return _named(p, z[p, PG_CLAIM])
         return True, pfn, -1, 0
-    for g in range(g0, g0 + (1 << (order - GROUP_SHIFT))):
-        word = z[_group(z, g)]
-        if word != 0:
-            return _group_holder(z, g, word)
-    return True, pfn, -1, 0
+    return _claimed_inside(z, g0, g0 + (1 << (order - GROUP_SHIFT)))
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

@@ -31,9 +31,9 @@ from harness.config import MAX_THREADS
 from harness.flatview import flat_view
 from harness.layout import (CAPTURED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, CTL_STOP,
                             F_CAPTURE_AUDIT, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION, FREE,
-                            LS_HEAD, PG_LIST, PG_NEXT, PG_ORDER, PG_STATE, T_CAPSTAT, T_COUNT0,
-                            STAMP_DTYPE, STAMP_SHIFT, T_NVIOL, T_STATE, T_VIOL0, TOP, VIOL_ROWS,
-                            W, ctl_row, stamp_row0)
+                            LS_HEAD, PG_LIST, PG_NEXT, PG_ORDER, PG_STATE, STAMP_BITS,
+                            STAMP_DTYPE, STAMP_SHIFT, T_CAPSTAT, T_COUNT0, T_NVIOL, T_STATE,
+                            T_VIOL0, TOP, VIOL_ROWS, W, ctl_row, stamp_row0)
 from harness.lockverbs import block_lock, capture_lock, fine_lock, fine_unlock, zone_enter, \
     zone_leave
 from harness.outline import out_of_line
@@ -159,8 +159,8 @@ def set_stamp(z, pfn, value):
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def _spread(stamp):
-    """A word of 4 copies of `stamp`."""
-    return stamp | (stamp << 16) | (stamp << 32) | (stamp << 48)
+    """A word of 4 copies of `stamp` (harness.layout: 4 stamps to a word)."""
+    return stamp | (stamp << STAMP_BITS) | (stamp << 2 * STAMP_BITS) | (stamp << 3 * STAMP_BITS)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=False)
