@@ -33,11 +33,12 @@ the buddy's entry points with the pcp lock held: pcp is the outermost class
 
 Ownership detector.  A head on a per-CPU list carries the claim `pcp_claim`
 (owner PCP_OWNER), counted in its group: a block refilled from the buddy is
-parked (its head's word set by CAS from 0, workers.claims.park), one spilled or
-drained is unparked (CAS back to 0); a block its owner frees onto the list, and
-one the owner allocates from it, changes hands in place (CAS from the owner's
-word to the list's and back, workers.claims.park_claimed, unpark_claimed), so a
-free and an allocation through the lists cost one locked instruction a page.
+parked (claimed for the list like any small block, workers.claims.park), one
+spilled or drained is unparked (its head's word CASed back to 0); a block its
+owner frees onto the list, and one the owner allocates from it, changes hands in
+place (the head's word from the owner's to the list's and back,
+workers.claims.park_claimed, unpark_claimed), so a free through the lists costs
+no locked instruction and an allocation one, whatever the order.
 A block that enters a list while it is not the freer's, or leaves one it is not
 on (taken twice, by its owner and by a drainer), is reported at once, and a
 claim of a block around it fails.
@@ -296,9 +297,12 @@ def put(z, t, me, lst, pfn, order, owner):
                 violation(z, t, me, K_NOT_OWNER, pfn, order, max(pfn, q), owner,
                           word_owner(w), k)
         else:
-            old = park(z, pfn, pcp_claim(order))
+            old, bad, q, k, w = park(z, pfn, order, pcp_claim(order))
             if old != 0:
                 violation(z, t, me, K_PCP_CLAIM, pfn, order, pfn, 0, old)
+            elif bad:
+                violation(z, t, me, K_DOUBLE_ALLOC, pfn, order, max(pfn, q), PCP_OWNER,
+                          word_owner(w), k)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
@@ -312,10 +316,7 @@ def take(z, t, me, lst, pfn, order, new_owner):
     if flag_on(z, F_OWNERSHIP):
         parked = pcp_claim(order)
         if new_owner >= 0:
-            old, bad, q, k, w = unpark_claimed(z, pfn, order, parked, new_owner)
-            if bad:
-                violation(z, t, me, K_DOUBLE_ALLOC, pfn, order, max(pfn, q), new_owner,
-                          word_owner(w), k)
+            old = unpark_claimed(z, pfn, order, parked, new_owner)
         else:
             old = unpark(z, pfn, parked)
         if old != parked:

@@ -46,13 +46,14 @@ def overlapping(held, pfn, order):
 
 def expected_words(held):
     """The page words and group words the held blocks must leave, from the layout rule:
-    a block below order GROUP_SHIFT owns its pages' words and counts 1 in its group; a
-    larger block's owner word is in its first group only, shifted up (the marker)."""
+    a block below order GROUP_SHIFT has its owner word on its head page and counts 1 in
+    its group; a larger block's owner word is in its first group only, shifted up (the
+    marker)."""
     pages, groups = np.zeros(PAGES, np.int64), np.zeros(PAGES >> L.GROUP_SHIFT, np.int64)
     for (pfn, order), owner in held.items():
         word = ((owner + 1) << 4) | order
         if order < L.GROUP_SHIFT:
-            pages[pfn:pfn + (1 << order)] = word
+            pages[pfn] = word
             groups[pfn >> L.GROUP_SHIFT] += 1
         else:
             groups[pfn >> L.GROUP_SHIFT] = word << 32
@@ -147,9 +148,9 @@ def test_claims_report_exactly_the_conflicts_of_the_page_model(ops):
         assert np.array_equal(sec.groups, groups)
 
 
-@pytest.mark.parametrize("order, words", [(0, 2), (3, 9), (4, 1), (7, 1), (10, 1)])
-def test_a_claim_writes_its_pages_below_order_four_and_one_group_word_above(order, words):
-    """A claim of order k < 4 writes its 2**k page words and its group's count; of order
+@pytest.mark.parametrize("order, words", [(0, 2), (3, 2), (4, 1), (7, 1), (10, 1)])
+def test_a_claim_writes_its_head_below_order_four_and_one_group_word_above(order, words):
+    """A claim of order k < 4 writes its head page's word and its group's count; of order
     k >= 4, its first group's word and no page; its release undoes exactly that."""
     z, t = fresh(2)
     before = z.copy()
@@ -163,11 +164,14 @@ def test_a_claim_writes_its_pages_below_order_four_and_one_group_word_above(orde
 # ---------------------------------------------------------------- two threads at once
 
 @njit(nogil=True, cache=True, _nrt=False)
-def claim_loop(z, t, me, iters, seed, hold, reported, witnessed):
-    """Claim a random block, hold it a while, release it, `iters` times.  While holding,
+def claim_loop(z, t, me, iters, seed, hold, reported, witnessed, small):
+    """Claim a random block, hold it a while, release it, `iters` times: thread 1 of any
+    order and thread 0 the whole order-10 block, or with `small` both a block of order
+    0..3 in the first 16 pages (small claims write only their heads).  While holding,
     `hold[me]` is the iteration + 1, published by an exchange and followed by a locked read
     of `hold[other]` (Dekker): if both threads hold at once, at least one of them sees
-    the other's iteration, and then at least one of the two claims must have failed."""
+    the other's iteration, and then, if the two blocks overlap, at least one of the two
+    claims must have failed.  `reported[i]`: (failed, pfn, order) of iteration i."""
     x = seed
     other = 1 - me
     nw = 0
@@ -176,11 +180,14 @@ def claim_loop(z, t, me, iters, seed, hold, reported, witnessed):
         pass
     for i in range(iters):
         x = step(x)
-        order = bounded(x, L.MAX_ORDER) if me == 1 else L.TOP
+        if small:
+            order = bounded(x, L.GROUP_SHIFT)
+        else:
+            order = bounded(x, L.MAX_ORDER) if me == 1 else L.TOP
         x = step(x)
-        pfn = bounded(x, 1024 >> order) << order
+        pfn = bounded(x, (1 << L.GROUP_SHIFT if small else 1024) >> order) << order
         bad, q, k, w = CL.claim(z, t, me, pfn, order)
-        reported[i] = bad
+        reported[i, 0], reported[i, 1], reported[i, 2] = bad, pfn, order
         xchg(hold, me, i + 1)
         j = fetch_add(hold, other, 0)
         if j > 0 and nw < witnessed.shape[0]:
@@ -196,17 +203,19 @@ def claim_loop(z, t, me, iters, seed, hold, reported, witnessed):
     return nw
 
 
-def test_two_threads_claiming_overlapping_blocks_never_both_succeed_silently():
-    z = L.new_zone_table(1024, "fine")        # one order-10 block: every pair overlaps
+@pytest.mark.parametrize("small", [False, True], ids=["any-order", "small"])
+def test_two_threads_claiming_overlapping_blocks_never_both_succeed_silently(small):
+    z = L.new_zone_table(1024, "fine")        # one order-10 block
     t = L.new_thread_table(2)
     iters = 200_000
     hold = np.zeros(3, np.int64)               # iteration + 1 of each thread; start gate
-    reported = [np.zeros(iters, np.bool_) for _ in range(2)]
+    reported = [np.zeros((iters, 3), np.int64) for _ in range(2)]
     witnessed = [np.zeros((iters, 2), np.int64) for _ in range(2)]
     nw = [0, 0]
 
     def body(me):
-        nw[me] = claim_loop(z, t, me, iters, 12345 + me, hold, reported[me], witnessed[me])
+        nw[me] = claim_loop(z, t, me, iters, 12345 + me, hold, reported[me], witnessed[me],
+                           small)
 
     threads = [threading.Thread(target=body, args=(i,)) for i in range(2)]
     for th in threads:
@@ -216,10 +225,13 @@ def test_two_threads_claiming_overlapping_blocks_never_both_succeed_silently():
     both = 0
     for me in range(2):
         for i, j in witnessed[me][:nw[me]]:
+            mine, theirs = reported[me][i], reported[1 - me][j]
+            if not overlapping({(int(theirs[1]), int(theirs[2])): 0}, mine[1], mine[2]):
+                continue
             both += 1
-            assert reported[me][i] or reported[1 - me][j], (me, i, j)
+            assert mine[0] or theirs[0], (me, i, j)
     if both == 0:               # a loaded machine may never run the two at once
-        pytest.skip("the two threads never held claims at the same time")
+        pytest.skip("the two threads never held overlapping claims at the same time")
     sec = L.Sections(z)         # every claim was released: the words are zero again
     assert not sec.pages[:, L.PG_CLAIM].any() and not sec.groups.any()
 

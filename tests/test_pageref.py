@@ -78,6 +78,21 @@ def ring(pool):
 
 
 @pytest.mark.timeout(120)
+def test_the_quiescent_check_names_a_stray_reference_and_changed_contents():
+    z, t, pool = zone_with_cache(cached=8)
+    L.Sections(z).flags[L.F_POISON] = 1
+    cached = ring(pool)
+    assert check_pagecache(z, pool) == []
+    assert get_unless_zero(pool, cached[2])              # a reference nobody dropped
+    L.Sections(z).stamps[cached[5]] ^= 1                 # a cached page written to
+    L.Sections(z).stamps[cached[6]] ^= 1
+    found = check_pagecache(z, pool)
+    assert [(v["kind"], v["pfn"]) for v in found] == [("page_ref_count", cached[2]),
+                                                      ("cached_page_contents", cached[5])]
+    assert found[0]["count"] == 2 and found[0]["expected"] == 1
+
+
+@pytest.mark.timeout(120)
 def test_reclaim_skips_a_page_in_use():
     z, t, pool = zone_with_cache(cached=8)
     oldest = ring(pool)[:2]

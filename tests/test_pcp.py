@@ -3,6 +3,7 @@ tests/model.py's ModelPcpZone; the invariants and the ownership detector on PCP
 heads; remote drains racing owners on real threads; the options' checks."""
 
 import pytest
+from numba import njit
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
@@ -186,7 +187,7 @@ def test_ownership_reports_a_block_that_leaves_a_per_cpu_list_twice():
     mine = owner_word.py_func(0, 1)
     assert P.pcp_alloc(z.table, z.threads, 0, 1) == pfn   # leaves properly: no finding,
     assert D.thread_violations(z.threads, 0) == []       # and is CPU 0's in place
-    assert list(z.sections.pages[pfn:pfn + 2, L.PG_CLAIM]) == [mine, mine]
+    assert list(z.sections.pages[pfn:pfn + 2, L.PG_CLAIM]) == [mine, 0]   # the head's
     assert z.sections.groups[group] == 1                 # one claim all along
     z.free(pfn, 1, cpu=0)                                # enters: the list's in place
     assert list(z.sections.pages[pfn:pfn + 2, L.PG_CLAIM]) == [claim, 0]
@@ -198,21 +199,29 @@ def test_ownership_reports_a_block_that_leaves_a_per_cpu_list_twice():
         [("pcp_claim_mismatch", "ownership", pfn)]
 
 
-def test_ownership_names_the_other_owner_of_a_block_freed_onto_or_taken_off_a_list():
+@njit(nogil=True, cache=True, _nrt=False)
+def claim_checked(z, t, me, pfn, order):
+    D.claim_block(z, t, me, pfn, order, D.make_tag(me, 1))
+
+
+def test_ownership_names_the_other_owner_of_a_block_on_or_freed_onto_a_list():
     z, pfn, lst = pcp_zone()
     z.sections.flags[L.F_OWNERSHIP] = 1
     z.sections.flags[L.F_STOP_ON_VIOLATION] = 0
     claim, group = P.pcp_claim.py_func(1), pfn >> L.GROUP_SHIFT
     z.sections.pages[pfn, L.PG_CLAIM] = claim            # parked, as if the flag was on
     z.sections.groups[group] = 1
-    z.sections.pages[pfn + 1, L.PG_CLAIM] = owner_word.py_func(5, 0)   # slot 5 holds a tail
-    assert P.pcp_alloc(z.table, z.threads, 0, 1) == pfn
-    v = D.thread_violations(z.threads, 0)
-    assert [(x["kind"], x["pfn"], x["page"]) for x in v] == [("double_allocation", pfn, pfn + 1)]
-    assert v[0]["found"] == 5
-    z.sections.pages[pfn:pfn + 2, L.PG_CLAIM] = owner_word.py_func(3, 1)  # slot 3's, not 0's
+    claim_checked(z.table, z.threads, 1, pfn + 1, 0)     # slot 1 is handed its tail page
+    v = D.thread_violations(z.threads, 1)
+    assert [(x["kind"], x["pfn"], x["page"], x["other_pfn"], x["other_order"]) for x in v] \
+        == [("double_allocation", pfn + 1, pfn + 1, pfn, 1)]
+    assert v[0]["found"] == D.PCP_OWNER
+    assert z.sections.pages[pfn + 1, L.PG_CLAIM] == 0 and z.sections.groups[group] == 1
+    assert P.pcp_alloc(z.table, z.threads, 0, 1) == pfn  # the list's claim passes to CPU 0
+    assert D.thread_violations(z.threads, 0) == []
+    z.sections.pages[pfn, L.PG_CLAIM] = owner_word.py_func(3, 1)  # slot 3's, not 0's
     z.free(pfn, 1, cpu=0)
-    v = D.thread_violations(z.threads, 0)[1:]
+    v = D.thread_violations(z.threads, 0)
     assert [(x["kind"], x["pfn"], x["expected"], x["found"]) for x in v] == \
         [("free_of_page_not_owned", pfn, 0, 3)]
 

@@ -5,8 +5,10 @@ its cost depends on the order only through the number of 16-page groups it cover
 
   small  a block of order 0..3 lies inside one group (the order-4 block around it).
          Its claim adds 1 to the group's count (a locked add, which also reads whether an
-         enclosing large block is claimed), then CASes the owner word into each of its
-         pages' rows (PG_CLAIM: at most 8 rows, which the allocator has just touched).
+         enclosing large block is claimed), CASes its owner word into its head page's
+         row (PG_CLAIM), then reads the heads of the small blocks around it (at most 3)
+         and the rows of its other pages (at most 7).  Only heads carry words, so a
+         block that changes hands in place (below) writes one word whatever its order.
   large  a block of order 4..10 is 1..64 whole groups.  Its claim CASes its first
          group's word from 0 to hold its owner word (the marker), then reads the words
          of its other groups (is anything inside claimed?) and of the first groups of
@@ -19,10 +21,12 @@ its cost depends on the order only through the number of 16-page groups it cover
                  (the marker of the large block whose first group it is)
     owner word   (owner slot + 1) << 4 | order; 0: nobody
 
-Never two overlapping claims silently.  Two small ones share a page (the smaller block's
-pages), whose word only one CAS from 0 can win.  Two blocks that share their first group
-(a small one in a large one's first group, or two large ones starting at the same
-group) meet on that word: the locked add sees the marker, or the CAS from 0 sees the
+Never two overlapping claims silently.  Two small ones with the same head meet on its
+word, which only one CAS from 0 can win; otherwise the smaller one's head is a page of
+the larger one, other than its head: each CASes its head, then reads the other's (the
+larger reads its pages, the smaller the heads around it).  Two blocks that share their
+first group (a small one in a large one's first group, or two large ones starting at the
+same group) meet on that word: the locked add sees the marker, or the CAS from 0 sees the
 count or the other marker.  Otherwise one block lies inside the other and starts at a
 group G the outer one covers: the inner claim writes G (add or CAS), then reads the
 outer one's first group; the outer claim writes its first group (CAS), then reads G.
@@ -34,14 +38,19 @@ claim undoes what it took and names the other block and its owner (`claim` retur
 A release completes before the zone free that lets the pages be allocated again, so in
 a correct allocator a claim never meets a stale word.
 
+A claimed block's head word is never 0 until its release, so a hand-over in place (one
+owner word to another, never through 0) needs no second look: any claim that overlaps
+the block meets the word, or is seen by the look that followed the block's own claim.
+
 Parked blocks (harness.pcp: a small block on a per-CPU list) carry a list's word on
-their head and count in their group (`park`, `unpark` for blocks that come from or go
-back to the buddy).  A block the owner frees onto its own list, and one it takes off
-it, changes hands in place (`park_claimed`, `unpark_claimed`): plain stores onto the
-list (only the owner changes its own words), one CAS a page off it, the group's count
-untouched, where a release and a park (or an unpark and a claim) would
-also add to and subtract from the group word twice.  A release (or a hand-over to a
-new owner) checks the words are the expected owner's and names whoever else is there.
+their head and count in their group (`park`, a claim like any other, and `unpark`, for
+blocks that come from or go back to the buddy).  A block the owner frees onto its own
+list, and one it takes off it, changes hands in place (`park_claimed`, `unpark_claimed`):
+a plain load and store of the head onto the list (only the owner changes its own word),
+one CAS of the head off it, the group's count untouched, where a release and a park (or
+an unpark and a claim) would also add to and subtract from the group word twice.  A
+release (or a hand-over to a new owner) checks the head's word is the expected owner's
+and names whoever else is there.
 """
 
 from numba import njit, uint64
@@ -156,29 +165,61 @@ def _claimed_inside(z, lo, hi):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def _small_overlap(z, pfn, order):
+    """After the caller's CAS of small block (pfn, order)'s head: a claimed small block
+    around it (the heads of the order-(order+1..3) blocks that contain it) or inside it
+    (its other pages' rows).  (bad, q, k, w) like `claim`."""
+    for j in range(order + 1, GROUP_SHIFT):
+        head = (pfn >> j) << j
+        if head != pfn:
+            word = load_acquire(z, (head, PG_CLAIM))
+            if word != 0 and pfn < head + (1 << word_order(word)):
+                return _named(pfn, word)
+    for p in range(pfn + 1, pfn + (1 << order)):
+        word = load_acquire(z, (p, PG_CLAIM))
+        if word != 0:
+            return _named(p, word)
+    return False, pfn, -1, 0
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def _claim_small(z, pfn, order, word):
+    """Claim small block (pfn, order) with owner word `word`: count it in its group, CAS
+    its head from 0, then look around and inside it.  Returns (head's old word, bad, q,
+    k, w) like `claim`; when bad, nothing is left taken."""
+    row, col = _group(z, pfn >> GROUP_SHIFT)
+    old = fetch_add(z, (row, col), 1)
+    if old >> LARGE_SHIFT != 0:
+        fetch_add(z, (row, col), -1)
+        bad, q, k, w = _named(pfn, old >> LARGE_SHIFT)
+        return 0, bad, q, k, w
+    found, first, large = _enclosing(z, pfn >> GROUP_SHIFT, GROUP_SHIFT)
+    if found:
+        fetch_add(z, (row, col), -1)
+        bad, q, k, w = _named(first << GROUP_SHIFT, large)
+        return 0, bad, q, k, w
+    head = cas(z, (pfn, PG_CLAIM), 0, word)
+    if head != 0:
+        fetch_add(z, (row, col), -1)
+        bad, q, k, w = _named(pfn, head)
+        return head, bad, q, k, w
+    bad, q, k, w = _small_overlap(z, pfn, order)
+    if bad:
+        store_release(z, (pfn, PG_CLAIM), 0)
+        fetch_add(z, (row, col), -1)
+    return 0, bad, q, k, w
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def claim(z, t, me, pfn, order):
     """Claim block (pfn, order) for slot `me`: all or nothing.  Returns (bad, q, k, w):
     bad when another claim overlaps it, then block (q, k) held by owner word w."""
     mine = owner_word(me, order)
+    if order < GROUP_SHIFT:
+        head, bad, q, k, w = _claim_small(z, pfn, order, mine)
+        return bad, q, k, w
     g0 = pfn >> GROUP_SHIFT
     row, col = _group(z, g0)
-    if order < GROUP_SHIFT:
-        old = fetch_add(z, (row, col), 1)
-        if old >> LARGE_SHIFT != 0:
-            fetch_add(z, (row, col), -1)
-            return _named(pfn, old >> LARGE_SHIFT)
-        found, first, large = _enclosing(z, g0, GROUP_SHIFT)
-        if found:
-            fetch_add(z, (row, col), -1)
-            return _named(first << GROUP_SHIFT, large)
-        for p in range(pfn, pfn + (1 << order)):
-            old = cas(z, (p, PG_CLAIM), 0, mine)
-            if old != 0:
-                for q in range(pfn, p):
-                    z[q, PG_CLAIM] = 0
-                fetch_add(z, (row, col), -1)
-                return _named(p, old)
-        return False, 0, 0, 0
     large = mine << LARGE_SHIFT
     old = cas(z, (row, col), 0, large)
     if old != 0:
@@ -196,25 +237,23 @@ def claim(z, t, me, pfn, order):
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def hand_over_claim(z, t, me, pfn, order, owner, new_owner):
     """Block (pfn, order) passes from slot `owner` to `new_owner` (-1: released).  Returns
-    (bad, q, k, w) like `claim`, bad when a word was not `owner`'s: then block (q, k) of
-    owner word w (0: nobody) is there.  Only words that were `owner`'s change."""
+    (bad, q, k, w) like `claim`, bad when the block's word was not `owner`'s: then block
+    (q, k) of owner word w (0: nobody) is there.  Only a word that was `owner`'s changes."""
     expected, new = owner_word(owner, order), owner_word(new_owner, order)
-    bad, q, k, w = False, pfn, -1, 0
     g0 = pfn >> GROUP_SHIFT
     row, col = _group(z, g0)
     if order < GROUP_SHIFT:
         large = z[row, col] >> LARGE_SHIFT
         if large != 0:
             return _named(pfn, large)           # inside someone's large block
-        for p in range(pfn + (1 << order) - 1, pfn - 1, -1):   # head last
-            old = cas(z, (p, PG_CLAIM), expected, new)
-            if old != expected and (not bad or (w == 0 and old != 0)):
-                bad, q, k, w = _named(p, old) if old != 0 else (True, pfn, -1, 0)
-        if not bad and new_owner < 0:
-            fetch_add(z, (row, col), -1)
-        if bad and w == 0:
-            return _holder_around(z, pfn, order)
-        return bad, q, k, w
+        old = cas(z, (pfn, PG_CLAIM), expected, new)
+        if old == expected:
+            if new_owner < 0:
+                fetch_add(z, (row, col), -1)
+            return False, pfn, -1, 0
+        if old != 0:
+            return _named(pfn, old)
+        return _holder_around(z, pfn, order)
     old = z[row, col]
     while old >> LARGE_SHIFT == expected:       # keep a racing small claim's count
         seen = cas(z, (row, col), old, (old & COUNT_MASK) | (new << LARGE_SHIFT))
@@ -236,67 +275,53 @@ def _holder_around(z, pfn, order):
     if found:
         return _named(first << GROUP_SHIFT, large)
     if order < GROUP_SHIFT:
-        for p in range(pfn, pfn + (1 << order)):
-            if z[p, PG_CLAIM] != 0:
-                return _named(p, z[p, PG_CLAIM])
-        return True, pfn, -1, 0
+        if z[pfn, PG_CLAIM] != 0:
+            return _named(pfn, z[pfn, PG_CLAIM])
+        bad, q, k, w = _small_overlap(z, pfn, order)
+        return True, q, k, w
     return _claimed_inside(z, g0, g0 + (1 << (order - GROUP_SHIFT)))
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def park(z, pfn, word):
-    """A small block parked whole on a list (harness.pcp) carries `word` on its head and
-    counts in its group.  Returns the head's old word (0 expected)."""
-    old = cas(z, (pfn, PG_CLAIM), 0, word)
-    if old == 0:
-        row, col = _group(z, pfn >> GROUP_SHIFT)
-        fetch_add(z, (row, col), 1)
-    return old
+def park(z, pfn, order, word):
+    """A small block from the buddy parks whole on a list (harness.pcp): it is claimed
+    with the list's owner word `word` like any small block.  Returns (head's old word, bad,
+    q, k, w): 0 expected; bad when another claim overlaps it (block (q, k) of owner word
+    w), and then it is not parked."""
+    return _claim_small(z, pfn, order, word)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def park_claimed(z, pfn, order, owner, word):
     """A small block claimed by slot `owner`, the caller, parks whole on its list: its
-    tail pages are released and its head passes from the owner's word to `word`; it stays
-    counted in its group (claimed, then parked: one count either way).  Returns (bad, q,
-    k, w) like hand_over_claim; only words that were `owner`'s change.
+    head passes from the owner's word to `word`; it stays counted in its group (claimed,
+    then parked: one count either way).  Returns (bad, q, k, w) like hand_over_claim;
+    only a word that was `owner`'s changes.
 
-    Plain loads and stores, no locked instruction: a word that holds the caller's owner
-    word changes only by the caller.  Every other thread's CAS expects 0 (a claim), its
-    own word or the page cache's (a hand-over) or a list's word (a block leaving a list),
-    never this one, so between the load and the store nobody else can change it.  Release
-    stores, the head last."""
-    expected = owner_word(owner, order)
-    bad, q, k, w = False, pfn, -1, 0
+    A plain load and a release store, no locked instruction: a word that holds the
+    caller's owner word changes only by the caller.  Every other thread's CAS expects 0
+    (a claim), its own word or the page cache's (a hand-over) or a list's word (a block
+    leaving a list), never this one, so between the load and the store nobody else can
+    change it."""
     row, col = _group(z, pfn >> GROUP_SHIFT)
     large = z[row, col] >> LARGE_SHIFT
     if large != 0:
         return _named(pfn, large)               # inside someone's large block
-    for p in range(pfn + (1 << order) - 1, pfn - 1, -1):
-        old = z[p, PG_CLAIM]
-        if old == expected:
-            store_release(z, (p, PG_CLAIM), word if p == pfn else 0)
-        elif not bad or (w == 0 and old != 0):
-            bad, q, k, w = _named(p, old) if old != 0 else (True, pfn, -1, 0)
-    return bad, q, k, w
+    old = z[pfn, PG_CLAIM]
+    if old == owner_word(owner, order):
+        store_release(z, (pfn, PG_CLAIM), word)
+        return False, pfn, -1, 0
+    if old != 0:
+        return _named(pfn, old)
+    return _holder_around(z, pfn, order)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def unpark_claimed(z, pfn, order, word, new_owner):
     """Undo `park_claimed` for slot `new_owner`: the head passes from `word` to its owner
-    word (head first), the tail pages are claimed from 0; the group count stays.
-    Returns (head's old word, bad, q, k, w): `word` expected; bad when a tail page was
-    someone else's (block (q, k) of owner word w), and then that tail is left as it was."""
-    mine = owner_word(new_owner, order)
-    head = cas(z, (pfn, PG_CLAIM), word, mine)
-    if head != word:
-        return head, False, pfn, -1, 0
-    for p in range(pfn + 1, pfn + (1 << order)):
-        old = cas(z, (p, PG_CLAIM), 0, mine)
-        if old != 0:
-            bad, q, k, w = _named(p, old)
-            return head, bad, q, k, w
-    return head, False, pfn, -1, 0
+    word, one CAS; the group count stays.  Returns the head's old word (`word` expected;
+    otherwise nothing changed)."""
+    return cas(z, (pfn, PG_CLAIM), word, owner_word(new_owner, order))
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

@@ -182,7 +182,8 @@ def check_pagecache(z, pool):
     from harness.layout import Sections
     sec = Sections(z)
     n, cap = int(pool[P_COUNT]), int(pool[P_CAP])
-    ring = [int(pool[POOL_RING + (int(pool[P_HEAD]) + i) % cap]) for i in range(n)]
+    ring = pool[POOL_RING + (int(pool[P_HEAD]) + np.arange(n)) % cap]   # vector ops: the
+    # workers stay parked until this returns
     refs = pool[pool[P_REF0]:pool[P_REF0] + pool[P_PAGES]]
     want = np.zeros(len(refs), np.int64)
     want[ring] = 1
@@ -196,10 +197,9 @@ def check_pagecache(z, pool):
                                f" ({'cached' if want[pfn] else 'not cached'})"})
     if sec.flags[F_POISON]:
         keys = pool[pool[P_KEY0]:pool[P_KEY0] + pool[P_PAGES]]
-        for pfn in ring:
-            if sec.stamps[pfn] != keys[pfn]:
-                out.append({"kind": "cached_page_contents", "pfn": pfn,
-                            "message": f"cached page {pfn} does not hold its key"
-                                       f" {int(keys[pfn]):#x}: {int(sec.stamps[pfn]):#x}"})
-                break
+        for pfn in ring[sec.stamps[ring] != keys[ring]][:1]:
+            pfn = int(pfn)
+            out.append({"kind": "cached_page_contents", "pfn": pfn,
+                        "message": f"cached page {pfn} does not hold its key"
+                                   f" {int(keys[pfn]):#x}: {int(sec.stamps[pfn]):#x}"})
     return out
