@@ -113,6 +113,25 @@ def load_acquire(typingctx, ary, idx):
 
 
 @intrinsic
+def prefetch(typingctx, ary, idx):
+    """Ask the CPU to bring `ary[idx]`'s cache line in for a read (a hint: no effect on
+    memory or on ordering; a bad address is never dereferenced)."""
+    _check(ary, idx)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        i8p = ir.IntType(8).as_pointer()
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, _i32, _i32, _i32]),
+            "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(_i32, 0), ir.Constant(_i32, 3),
+                          ir.Constant(_i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(ary, idx), codegen
+
+
+@intrinsic
 def store_release(typingctx, ary, idx, val):
     """Atomic store to `ary[idx]` with release ordering."""
     _check(ary, idx)

@@ -7,7 +7,8 @@ A freed order-0 page goes to the page-cache pool instead, CFG_CACHE_PCT
 percent of the time, so that reclaimers find memory to reclaim; every
 CFG_LOOKUP_EVERY operations (a power of two: a mask, not a division, per
 operation; 0 without a page cache) it looks a cached page up (a reader holding a
-reference for a moment), racing with reclaim and migration of that page.
+reference for a moment), racing with reclaim and migration of that page; each lookup's
+random draw is made one lookup early, so the detectors' reads can be prefetched.
 """
 
 from numba import njit
@@ -20,7 +21,7 @@ from workers.config import CFG_CACHE_PCT, CFG_CDF0, CFG_HELD, CFG_LOOKUP_EVERY, 
 from workers.counters import C_ABORTS, C_ALLOC_FAIL, C_CACHED, C_FREES, C_OPS, count
 from workers.detectors import PAGECACHE, hand_over
 from workers.held import held_take, keep_block
-from workers.pagecache import cache_key, lookup, pool_has_room, pool_put
+from workers.pagecache import cache_key, lookup, pool_has_room, pool_put, prefetch_lookup
 from workers.park import ALLOCATOR_CHECK_EVERY, between_ops
 
 
@@ -32,12 +33,16 @@ def allocator_loop(z, t, me, pool, held, cfg):
     n = 0
     seq = 0
     ops = 0
+    x = step(x)
+    look = bounded(x, 1 << 30)                  # the next lookup's draw, drawn one early
     while not between_ops(z, t, me, ops, ALLOCATOR_CHECK_EVERY):
         ops += 1
         x = step(x)
         if cfg[CFG_LOOKUP_EVERY] > 0 and ops & (cfg[CFG_LOOKUP_EVERY] - 1) == 0:
-            lookup(z, t, me, pool, bounded(x, 1 << 30))    # a reader of the page cache
+            lookup(z, t, me, pool, look)        # a reader of the page cache
             x = step(x)
+            look = bounded(x, 1 << 30)
+            prefetch_lookup(z, pool, look)
         if n == 0 or (n < cap // 2 and bounded(x, 4) != 0) or (n < cap and bounded(x, 2) == 0):
             x = step(x)
             order = draw_order(cfg, CFG_CDF0, x)

@@ -26,7 +26,7 @@ from numba import njit, uint64
 from harness import hierarchy as H
 from harness import stamps
 from harness import zone as Z
-from harness.atomics import cycle_counter, store_release
+from harness.atomics import cycle_counter, prefetch, store_release
 from harness.config import MAX_THREADS
 from harness.flatview import flat_view
 from harness.layout import (CAPTURED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, CTL_STOP,
@@ -155,6 +155,12 @@ def stamp_of(z, pfn):
 def set_stamp(z, pfn, value):
     """A store of page pfn's 16 bits alone: the pages beside it may be another thread's."""
     flat_view(z).view(STAMP_DTYPE)[_stamp0(z) + uint64(pfn)] = value
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def prefetch_stamp(z, pfn):
+    """Bring page pfn's stamp into the cache ahead of a read (a hint)."""
+    prefetch(flat_view(z).view(STAMP_DTYPE), _stamp0(z) + uint64(pfn))
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

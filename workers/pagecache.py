@@ -17,6 +17,7 @@ from numba import njit
 
 from harness import faults as F
 from harness import hierarchy as H
+from harness.atomics import prefetch
 from harness.chaos import P_CACHE_FOUND, P_CACHE_USE, chaos
 from harness.faults import fault
 from harness.layout import F_OWNERSHIP, F_POISON, PG_CLAIM
@@ -27,7 +28,7 @@ from workers.counters import (RC_LOOKUP_HIT, RC_LOOKUP_MISS, RC_LOOKUPS, RC_RECL
                               count_ref)
 from workers.claims import owner_word, word_owner
 from workers.detectors import (K_NOT_CACHED_REF, K_READ_AFTER_FREE, PAGECACHE, flag,
-                               pagecache_tag, stamp_of, violation)
+                               pagecache_tag, prefetch_stamp, stamp_of, violation)
 
 P_COUNT, P_HEAD, P_CAP, P_PAGES, P_REF0, P_KEY0, P_SLOT0 = range(7)
 POOL_RING = 8
@@ -169,6 +170,23 @@ def lookup(z, t, me, pool, r):
             break
         chaos(z, t, me, P_CACHE_USE)    # the reader uses the page
     put_page(pool, pfn)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def prefetch_lookup(z, pool, r):
+    """Warm what the detectors will read in `lookup(..., r)`, one lookup early: the page's
+    claim word (ownership) and stamp (poison).  A random page's row and stamp are each a
+    cache miss when read cold, which cost the allocator more than the rest of those two
+    detectors' work.  A hint only: by the time of the lookup its draw may find another
+    page."""
+    own, poison = flag(z, F_OWNERSHIP), flag(z, F_POISON)
+    n = pool[P_COUNT]
+    if (own or poison) and n > 0:
+        pfn = pool[ring_index(pool, r % n)]
+        if own:
+            prefetch(z, (pfn, PG_CLAIM))
+        if poison:
+            prefetch_stamp(z, pfn)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
