@@ -244,7 +244,16 @@ def overhead_figures(r):
     lists = tot["reclaims"] - no_slot if r["config"].get("capture") else 0
     return {"ops_per_s": tot["ops_per_s"], "allocator_ops_per_s": tot["allocator_ops_per_s"],
             "reclaimer_ops_per_s": tot["reclaimer_ops_per_s"],
-            "reclaims_per_s": tot["reclaims"] / wall, "capture_lists_per_s": lists / wall}
+            "reclaims_per_s": tot["reclaims"] / wall, "capture_lists_per_s": lists / wall,
+            **{f"{role}_cpu_ns_per_op": _cpu_ns_per_op(r["threads"], role) for role in ALONE}}
+
+
+def _cpu_ns_per_op(threads, role):
+    """CPU nanoseconds per operation of `role`'s worker threads (None if they did none):
+    unlike a rate, blind to the time a worker was off its CPU (another process, the
+    hypervisor, a park for the quiescent checks)."""
+    ops = sum(th["ops"] for th in threads if th["role"] == role)
+    return sum(th["cpu_s"] for th in threads if th["role"] == role) / ops * 1e9 if ops else None
 
 
 def overhead_variants(per_detector=False):
@@ -322,9 +331,13 @@ def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detecto
     for role in ALONE:
         key = f"{role}_ops_per_s"
         rates = {name: _median(alone_runs[(role, name)], key) for name in variants}
+        cpu = {name: _median(alone_runs[(role, name)], f"{role}_cpu_ns_per_op")
+               for name in variants}
         alone[role] = {name: {"ops_per_s": rate,
                               "range": _range(alone_runs[(role, name)], key),
-                              "slowdown": _slowdown(rates["bare"], rate)}
+                              "slowdown": _slowdown(rates["bare"], rate),
+                              "cpu_ns_per_op": cpu[name],
+                              "cpu_slowdown": cpu[name] / cpu["bare"]}
                        for name, rate in rates.items()}
     return {"seconds": seconds, "threads": threads, "rounds": rounds, "pcp": pcp,
             "ops_per_s": {name: m["ops_per_s"] for name, m in median.items()},
@@ -361,7 +374,8 @@ def format_overhead(result):
         for name, r in rows.items():
             lo, hi = r["range"]
             lines.append(f"    {name:<10}{r['ops_per_s']:>14,.0f} ops/s  {_x(r['slowdown']):>6}"
-                         f"   range {lo:,.0f} .. {hi:,.0f}")
+                         f"   CPU {r['cpu_ns_per_op']:6.1f} ns/op {_x(r['cpu_slowdown']):>6}"
+                         f"   range {lo:,.0f} .. {hi:,.0f} ops/s")
     return "\n".join(lines)
 
 

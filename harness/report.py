@@ -26,7 +26,8 @@ def summary(result, path=None):
         + (f", fault={cfg['fault']}" if cfg.get("fault") else "")
         + (f", chaos={cfg['chaos']:g}" if cfg.get("chaos") else ""),
         f"time: {result['duration_s']:.2f} s (warm-up {result['warmup_s']:.2f} s);"
-        f" CPU {result['cpu_s']:.2f} s; parallelism {result['parallelism']:.2f}",
+        f" CPU {result['cpu_s']:.2f} s; parallelism {result['parallelism']:.2f}"
+        + _worker_cpu(result),
         f"throughput: {tot['ops_per_s']:,.0f} ops/s (allocators {tot['allocator_ops_per_s']:,.0f},"
         f" reclaimers {tot['reclaimer_ops_per_s']:,.0f})",
     ]
@@ -92,3 +93,13 @@ def summary(result, path=None):
         lines.append(f"report: {path}")
     lines.append(f"reproduce: {result['command']}")
     return "\n".join(lines)
+
+
+def _worker_cpu(result):
+    """How much of the run each worker thread was on a CPU (its one nogil call's CPU time
+    over the wall time), lowest and highest; empty for a result saved without it."""
+    cpu = [th["cpu_s"] for th in result["threads"] if "cpu_s" in th]
+    if not cpu or result["duration_s"] <= 0:
+        return ""
+    lo, hi = (round(100 * c / result["duration_s"]) for c in (min(cpu), max(cpu)))
+    return f"; each worker on a CPU {lo}%" + (f"-{hi}%" if hi != lo else "") + " of the time"

@@ -83,17 +83,20 @@ class Run:
         self.asleep = {}                # (thread, lock row, acquisitions) -> first seen asleep
         self.detected_s = {}            # detector -> seconds from start to its first finding
         self.crashes = []               # a worker's exception (the bounds-checked build)
+        self.thread_cpu = [0.0] * cfg.threads   # CPU seconds of each worker's one call
 
     def role(self, i):
         return self.workers.role(i)
 
     def _body(self, i):
+        cpu0 = time.thread_time()
         try:
             self.workers.body(i)
         except IndexError as exc:       # only the bounds-checked build raises (harness.boundscheck)
             self.crashes.append({"thread": i, "error": str(exc), "ns": time.monotonic_ns()})
             self.sec.ctl[L.CTL_STOP] = 1
         finally:
+            self.thread_cpu[i] = time.thread_time() - cpu0
             self.t[i, L.T_SCHED, L.TS_STATE] = S.DONE       # the scheduler waits for it no more
 
     # -- control words
@@ -448,7 +451,8 @@ def collect(run, wall, cpu, warm, end):
     threads = []
     for i in range(cfg.threads):
         threads.append({"thread": i, "role": run.role(i), **thread_counters(t, i),
-                        "violations": int(t[i, L.T_STATE, L.T_NVIOL])})
+                        "violations": int(t[i, L.T_STATE, L.T_NVIOL]),
+                        "cpu_s": round(run.thread_cpu[i], 3)})
     locks = sec.locks
     per_class = {}
     for k, name in enumerate(H.CLASS_NAMES):

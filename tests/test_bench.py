@@ -86,9 +86,13 @@ def test_overhead_measures_both_roles_together_and_each_alone(warmed):
     for role, rows in r["alone"].items():
         assert list(rows) == names
         assert rows["bare"]["slowdown"] == 1.0
+        assert rows["bare"]["cpu_slowdown"] == 1.0
         for row in rows.values():
             assert row["ops_per_s"] > 0 and row["range"][0] <= row["ops_per_s"] <= row["range"][1]
             assert row["slowdown"] == rows["bare"]["ops_per_s"] / row["ops_per_s"]
+            # a worker is on its CPU at most the whole run: CPU ns/op <= wall ns/op
+            assert 0 < row["cpu_ns_per_op"] <= 1e9 / row["range"][0] * 1.05
+            assert row["cpu_slowdown"] == row["cpu_ns_per_op"] / rows["bare"]["cpu_ns_per_op"]
     assert r["role_slowdown"]["bare"]["ops_per_s"] == 1.0
     text = B.format_overhead(r)
     assert "each role alone (1 thread)" in text and text.count("detectors") == 5

@@ -80,8 +80,11 @@ def test_short_run_is_clean_and_complete(locking, tmp_path):
     for t in threads:
         assert t["ops"] > 0, t
         assert t["violations"] == 0
+        # each worker's one nogil call was on a CPU, never more than the whole run
+        assert 0 < t["cpu_s"] <= result["duration_s"] * 1.05, t
         for name in ("allocs", "frees", "alloc_failures"):
             assert isinstance(t[name], int)
+    assert result["cpu_s"] >= sum(t["cpu_s"] for t in threads) * 0.95
     assert threads[0]["reclaims"] + threads[0]["allocs"] > 0
     locks = result["locks"]
     for name in ("zone", "block", "capture", "area", "pagecache"):
@@ -108,6 +111,7 @@ def test_short_run_is_clean_and_complete(locking, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
     text = summary(result)
     assert text.splitlines()[0].startswith("verdict: CLEAN")
+    assert "each worker on a CPU " in text.splitlines()[2]
     last = text.splitlines()[-1]
     assert last.startswith("reproduce: python -m harness stress"), last
     assert "--seed 7" in last
