@@ -1,8 +1,8 @@
 """Worker-side detectors: page ownership, poison, the capture audit, and the violation rows.
 
 Switched by flags in the zone table:
-  ownership  allocation claims the block for the thread (workers.claims: page
-             words for blocks of order 0..3, a word per 16 pages above); an
+  ownership  allocation claims the block for the thread (workers.claims: its head
+             page's word below order 4, its first 16-page group's word above); an
              overlapping claim is a double allocation, reported with both blocks
              and both owners.  Free checks the block is still ours and releases it.
   poison     a free page holds POISON; allocation checks it and stamps the
