@@ -314,8 +314,12 @@ def allowed_mask(scheme):
 
 
 def new_thread_table(nthreads):
-    """Per-thread tables for `nthreads` thread slots, all zero."""
-    return np.zeros((nthreads, T_ROWS, W), np.int64)
+    """Per-thread tables for `nthreads` thread slots, all zero, each row a cache line of its
+    own (NumPy aligns to 16 bytes only: a row that straddled two lines would share one with
+    the next thread's first row, the hot T_STATE)."""
+    raw = np.zeros((nthreads * T_ROWS + 1) * W, np.int64)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip:skip + nthreads * T_ROWS * W].reshape(nthreads, T_ROWS, W)
 
 
 class Sections:

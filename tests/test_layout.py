@@ -25,6 +25,20 @@ def test_a_row_of_more_than_eight_fields_is_refused():
         L._fields(("a", "a"))
 
 
+def test_every_row_of_both_tables_is_one_cache_line():
+    """Rows are 64 bytes and start on a line, whatever address NumPy hands out (it aligns
+    to 16): otherwise a thread's last row and the next thread's T_STATE share a line."""
+    keep = [np.zeros(k, np.int8) for k in (8, 24, 40)]     # move the allocator along
+    for n in (1, 2, 3, 7):
+        t = L.new_thread_table(n)
+        z = L.new_zone_table(1024, "fine")
+        for a in (t, z):
+            assert a.ctypes.data % 64 == 0 and a.strides[-2] == 64
+        assert t.shape == (n, L.T_ROWS, L.W) and not t.any()
+        keep.append(np.zeros(16 * n, np.int8))
+    assert keep
+
+
 def test_thread_rows_are_contiguous_and_sized_from_their_tables():
     at = 0
     for name, n, fields, _ in L.THREAD_ROWS:
