@@ -280,9 +280,7 @@ def new_zone_table(pages, scheme, ncap=64, cpus=0, batch=1, high=1):
     classes = np.concatenate([[H.ZONE], np.full(nblocks, H.BLOCK), np.full(ncap, H.CAPTURE),
                               np.full(NAREAS, H.AREA), [H.PAGECACHE], np.full(cpus, H.PCP)])
     rows = lock0 + len(classes) + len(TAIL_ROWS)
-    raw = np.zeros(rows * W + W, np.int64)
-    skip = (-raw.ctypes.data % 64) // 8           # 64-byte aligned rows
-    z = raw[skip:skip + rows * W].reshape(rows, W)
+    z = _line_aligned(rows)
     meta = z[rows - META_BACK]
     meta[M_PAGES], meta[M_SCHEME], meta[M_NCAP], meta[M_LIST0] = pages, SCHEMES[scheme], ncap, list0
     meta[M_BLOCK0] = lock0 + 1
@@ -314,12 +312,17 @@ def allowed_mask(scheme):
 
 
 def new_thread_table(nthreads):
-    """Per-thread tables for `nthreads` thread slots, all zero, each row a cache line of its
-    own (NumPy aligns to 16 bytes only: a row that straddled two lines would share one with
-    the next thread's first row, the hot T_STATE)."""
-    raw = np.zeros((nthreads * T_ROWS + 1) * W, np.int64)
+    """Per-thread tables for `nthreads` thread slots, all zero, each row a cache line (a
+    row that straddled two would share one with the next thread's first row, T_STATE)."""
+    return _line_aligned(nthreads * T_ROWS).reshape(nthreads, T_ROWS, W)
+
+
+def _line_aligned(nrows):
+    """A zeroed (nrows, W) table whose rows start on 64-byte cache lines: NumPy aligns to
+    16 bytes only."""
+    raw = np.zeros(nrows * W + W, np.int64)
     skip = (-raw.ctypes.data % 64) // 8
-    return raw[skip:skip + nthreads * T_ROWS * W].reshape(nthreads, T_ROWS, W)
+    return raw[skip:skip + nrows * W].reshape(nrows, W)
 
 
 class Sections:

@@ -200,8 +200,8 @@ def check_pagecache(z, pool):
     from harness.layout import Sections
     sec = Sections(z)
     n, cap = int(pool[P_COUNT]), int(pool[P_CAP])
-    ring = pool[POOL_RING + (int(pool[P_HEAD]) + np.arange(n)) % cap]   # vector ops: the
-    # workers stay parked until this returns
+    # vector operations, not a loop over the ring: every worker waits, parked, meanwhile
+    ring = pool[POOL_RING + (int(pool[P_HEAD]) + np.arange(n)) % cap]
     refs = pool[pool[P_REF0]:pool[P_REF0] + pool[P_PAGES]]
     want = np.zeros(len(refs), np.int64)
     want[ring] = 1
