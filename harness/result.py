@@ -281,7 +281,9 @@ def check(data, where="result"):
     if schema == SCHEMA:
         for t in data["threads"]:
             if not isinstance(t, dict) or not isinstance(t.get("ops"), int) \
-                    or not isinstance(t.get("high_order"), dict):
+                    or not isinstance(t.get("high_order"), dict) \
+                    or not isinstance(t.get("cpu_s", 0.0), (int, float)) \
+                    or isinstance(t.get("cpu_s"), bool):
                 raise ResultError(f"{where}: field 'threads' is malformed")
         for name, c in data["locks"].items():
             if not isinstance(c, dict) or not all(isinstance(c.get(k), (int, float))

@@ -296,8 +296,9 @@ def saved_run(tmp_path_factory, warmed):
     lambda r: r.update(locks=[1, 2]), lambda r: r.update(threads={"a": 1}),
     lambda r: r.update(version=1), lambda r: r.update(schema="something-else"),
     lambda r: r["threads"].append(7), lambda r: r.pop("totals"),
+    lambda r: r["threads"][0].update(cpu_s="1.5"), lambda r: r["threads"][1].update(cpu_s=None),
 ], ids=["locks list", "threads dict", "old version", "other schema", "bad thread",
-        "no totals"])
+        "no totals", "cpu seconds a string", "cpu seconds null"])
 def test_report_of_a_damaged_result_exits_2(damage, saved_run, tmp_path, capsys):
     result, _ = saved_run
     bad = copy.deepcopy(result)
@@ -306,6 +307,19 @@ def test_report_of_a_damaged_result_exits_2(damage, saved_run, tmp_path, capsys)
     path.write_text(json.dumps(bad))
     assert main(["report", str(path)]) == 2
     assert str(path) in one_error_line(capsys.readouterr().err)
+
+
+def test_report_of_a_result_saved_without_cpu_seconds_still_renders(saved_run, tmp_path,
+                                                                     capsys):
+    result, _ = saved_run
+    old = copy.deepcopy(result)
+    for t in old["threads"]:
+        del t["cpu_s"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    assert main(["report", str(path)]) == 0
+    time_line = capsys.readouterr().out.splitlines()[2]
+    assert time_line.startswith("time: ") and "each worker" not in time_line
 
 
 def test_report_rerenders_a_campaign(tmp_path, warmed, capsys):
