@@ -3,9 +3,9 @@ tests/model.py's ModelPcpZone; the invariants and the ownership detector on PCP
 heads; remote drains racing owners on real threads; the options' checks."""
 
 import pytest
-from numba import njit
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
+from numba import njit
 
 from harness import Zone
 from harness import layout as L
