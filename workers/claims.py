@@ -251,9 +251,7 @@ def hand_over_claim(z, t, me, pfn, order, owner, new_owner):
             if new_owner < 0:
                 fetch_add(z, (row, col), -1)
             return False, pfn, -1, 0
-        if old != 0:
-            return _named(pfn, old)
-        return _holder_around(z, pfn, order)
+        return _head_holder(z, pfn, order, old)
     old = z[row, col]
     while old >> LARGE_SHIFT == expected:       # keep a racing small claim's count
         seen = cas(z, (row, col), old, (old & COUNT_MASK) | (new << LARGE_SHIFT))
@@ -262,6 +260,16 @@ def hand_over_claim(z, t, me, pfn, order, owner, new_owner):
         old = seen
     if old != 0:
         return _group_holder(z, g0, old)
+    return _holder_around(z, pfn, order)
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def _head_holder(z, pfn, order, old):
+    """(bad, q, k, w) for small block (pfn, order) whose head held `old` where a hand-over
+    expected its owner's word: the block of that word, or, the head being unclaimed, who
+    holds a page of it (`_holder_around`)."""
+    if old != 0:
+        return _named(pfn, old)
     return _holder_around(z, pfn, order)
 
 
@@ -311,9 +319,7 @@ def park_claimed(z, pfn, order, owner, word):
     if old == owner_word(owner, order):
         store_release(z, (pfn, PG_CLAIM), word)
         return False, pfn, -1, 0
-    if old != 0:
-        return _named(pfn, old)
-    return _holder_around(z, pfn, order)
+    return _head_holder(z, pfn, order, old)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

@@ -138,6 +138,13 @@ def pool_switch(z, t, me, pool, old, new):
     return ok
 
 
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def _drawn(pool, r, n):
+    """The cached page that random draw `r` picks among `n` (a racy hint: `lookup` and
+    `prefetch_lookup` both pick with it, so the prefetch warms the page the lookup reads)."""
+    return pool[ring_index(pool, r % n)]
+
+
 @njit(nogil=True, cache=True, _nrt=False)
 def lookup(z, t, me, pool, r):
     """`find_get_page` of a random cached page (random draw `r`): take a reference only if
@@ -150,7 +157,7 @@ def lookup(z, t, me, pool, r):
     if n <= 0:
         return
     count_ref(t, me, RC_LOOKUPS, 1)
-    pfn = pool[ring_index(pool, r % n)]
+    pfn = _drawn(pool, r, n)
     chaos(z, t, me, P_CACHE_FOUND)      # found, not yet referenced: the page may be frozen now
     plain_increment = fault(z, F.FAULT_LOOKUP_FROZEN_REF)
     if plain_increment:
@@ -182,7 +189,7 @@ def prefetch_lookup(z, pool, r):
     own, poison = flag(z, F_OWNERSHIP), flag(z, F_POISON)
     n = pool[P_COUNT]
     if (own or poison) and n > 0:
-        pfn = pool[ring_index(pool, r % n)]
+        pfn = _drawn(pool, r, n)
         if own:
             prefetch(z, (pfn, PG_CLAIM))
         if poison:
