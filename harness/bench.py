@@ -298,6 +298,22 @@ def _slowdown(bare, rate):
     return bare / rate if rate else None
 
 
+def _paired(bare_runs, runs, key, per_op=False):
+    """[median, lower quartile, upper quartile] of the slowdowns of `runs` against the bare
+    run of the same round (bare rate / rate, or, `per_op`, cost / bare cost); None when no
+    round has one.  The machine's speed drifts over seconds (the same work took 34 to 54 CPU
+    ns an operation in quarter-second windows of one run), and the two runs of a round sit
+    side by side in that drift, so the ratio of a round is steadier than a ratio of medians
+    taken over the whole measurement."""
+    pairs = [(v[key] / b[key]) if per_op else _slowdown(b[key], v[key])
+             for b, v in zip(bare_runs, runs) if b[key] and v[key]]
+    return [float(q) for q in np.percentile(pairs, (50, 25, 75))] if pairs else None
+
+
+def _first(quartiles):
+    return quartiles[0] if quartiles else None
+
+
 def _x(ratio):
     return f"{ratio:.2f}x" if ratio is not None else "-"
 
@@ -305,7 +321,8 @@ def _x(ratio):
 def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detector=False):
     """Stress throughput with detectors / lockdep on vs off (or each detector alone), per
     role, interleaved in one process: `rounds` runs of each variant, round-robin; medians,
-    the range of runs, and each role's slowdown (bare median / variant median).
+    the range of runs, and each role's slowdown: the median over rounds of the variant's
+    run against the bare run of the same round (`_paired`).
 
     In a run of both roles each role's rate also moves with the other's (a faster thread
     holds the zone's locks more often), so each role is also run alone on one thread
@@ -324,21 +341,21 @@ def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detecto
                                for name, kw in variants.items()}, rounds, warm)
     median = {name: {k: _median(fs, k) for k in OVERHEAD_FIGURES} for name, fs in runs.items()}
     spread = {name: {k: _range(fs, k) for k in OVERHEAD_FIGURES} for name, fs in runs.items()}
-    slowdown = {name: {k: _slowdown(median["bare"][k], m[k])
+    slowdown = {name: {k: _first(_paired(runs["bare"], fs, k))
                        for k in OVERHEAD_FIGURES if k != "capture_lists_per_s"}
-                for name, m in median.items()}
+                for name, fs in runs.items()}
     alone = {}
     for role in ALONE:
-        key = f"{role}_ops_per_s"
-        rates = {name: _median(alone_runs[(role, name)], key) for name in variants}
-        cpu = {name: _median(alone_runs[(role, name)], f"{role}_cpu_ns_per_op")
-               for name in variants}
-        alone[role] = {name: {"ops_per_s": rate,
-                              "range": _range(alone_runs[(role, name)], key),
-                              "slowdown": _slowdown(rates["bare"], rate),
-                              "cpu_ns_per_op": cpu[name],
-                              "cpu_slowdown": cpu[name] / cpu["bare"]}
-                       for name, rate in rates.items()}
+        key, cpu_key = f"{role}_ops_per_s", f"{role}_cpu_ns_per_op"
+        bare_runs = alone_runs[(role, "bare")]
+        alone[role] = {}
+        for name in variants:
+            fs = alone_runs[(role, name)]
+            cpu = _paired(bare_runs, fs, cpu_key, per_op=True)
+            alone[role][name] = {"ops_per_s": _median(fs, key), "range": _range(fs, key),
+                                 "slowdown": _first(_paired(bare_runs, fs, key)),
+                                 "cpu_ns_per_op": _median(fs, cpu_key),
+                                 "cpu_slowdown": _first(cpu), "cpu_slowdown_quartiles": cpu}
     return {"seconds": seconds, "threads": threads, "rounds": rounds, "pcp": pcp,
             "ops_per_s": {name: m["ops_per_s"] for name, m in median.items()},
             "slowdown": {name: s["ops_per_s"] for name, s in slowdown.items()},
@@ -358,7 +375,7 @@ def format_overhead(result):
         lines.append(f"{name:<10}{m['ops_per_s']:>14,.0f}{m['allocator_ops_per_s']:>18,.0f}"
                      f"{m['reclaimer_ops_per_s']:>18,.0f}{m['reclaims_per_s']:>12,.0f}"
                      f"{m['capture_lists_per_s']:>17,.0f}")
-    lines.append("slowdown vs bare (median):")
+    lines.append("slowdown vs bare (median over rounds of each round's ratio):")
     for name, s in result["role_slowdown"].items():
         lines.append(f"  {name:<10} all {_x(s['ops_per_s'])}   allocator"
                      f" {_x(s['allocator_ops_per_s'])}   reclaimer {_x(s['reclaimer_ops_per_s'])}"
@@ -368,14 +385,17 @@ def format_overhead(result):
         lines.append(f"  {name:<10} allocator {r['allocator_ops_per_s'][0]:,.0f} .."
                      f" {r['allocator_ops_per_s'][1]:,.0f}   reclaimer"
                      f" {r['reclaimer_ops_per_s'][0]:,.0f} .. {r['reclaimer_ops_per_s'][1]:,.0f}")
-    lines.append(f"each role alone (1 thread), median of {result['rounds']} interleaved runs:")
+    lines.append(f"each role alone (1 thread), median of {result['rounds']} interleaved runs"
+                 " (slowdowns: median and quartiles of each round's ratio):")
     for role, rows in result["alone"].items():
         lines.append(f"  {role}")
         for name, r in rows.items():
             lo, hi = r["range"]
+            q = r["cpu_slowdown_quartiles"]
+            spread = f"({q[1]:.2f}..{q[2]:.2f})" if q else ""
             lines.append(f"    {name:<10}{r['ops_per_s']:>14,.0f} ops/s  {_x(r['slowdown']):>6}"
                          f"   CPU {r['cpu_ns_per_op']:6.1f} ns/op {_x(r['cpu_slowdown']):>6}"
-                         f"   range {lo:,.0f} .. {hi:,.0f} ops/s")
+                         f" {spread:<12}  range {lo:,.0f} .. {hi:,.0f} ops/s")
     return "\n".join(lines)
 
 

@@ -94,7 +94,21 @@ def test_overhead_measures_both_roles_together_and_each_alone(warmed):
             assert 0 < row["cpu_ns_per_op"] <= 1e9 / row["range"][0] * 1.05
             assert row["cpu_slowdown"] == row["cpu_ns_per_op"] / rows["bare"]["cpu_ns_per_op"]
     assert r["role_slowdown"]["bare"]["ops_per_s"] == 1.0
+    assert rows["bare"]["cpu_slowdown_quartiles"] == [1.0, 1.0, 1.0]
     text = B.format_overhead(r)
     assert "each role alone (1 thread)" in text and text.count("detectors") == 5
     assert B._slowdown(5.0, 0.0) is None and B._x(None) == "-"   # a variant that did nothing
     json.dumps(r, allow_nan=False)                                # what --json prints
+
+
+def test_slowdowns_pair_each_run_with_the_bare_run_of_its_round():
+    """The machine's drift moves both runs of a round: two rounds of three say 2x, which
+    the paired ratio reports where a ratio of medians says 1.33x."""
+    bare = [{"r": r, "ns": 1000 / r} for r in (100.0, 40.0, 60.0)]
+    det = [{"r": r, "ns": 1000 / r} for r in (50.0, 20.0, 45.0)]
+    assert B._median(bare, "r") / B._median(det, "r") == 60 / 45
+    assert B._paired(bare, det, "r") == pytest.approx([2.0, 5 / 3, 2.0])
+    assert B._paired(bare, det, "ns", per_op=True) == pytest.approx([2.0, 5 / 3, 2.0])
+    det[1] = {"r": 0.0, "ns": None}                                # a run that did nothing
+    assert B._paired(bare, det, "r") == pytest.approx([5 / 3, 3 / 2, 11 / 6])
+    assert B._paired(bare[1:2], det[1:2], "r") is None and B._first(None) is None
