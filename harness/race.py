@@ -8,7 +8,8 @@ accesses of a race.
 """
 
 VERBS = {"alloc": "allocated", "free": "freed", "free-capture": "freed into its capture list",
-         "capture_finish": "took from its capture list", "captured-other": "freed (captured)"}
+         "capture_finish": "took from its capture list", "captured-other": "freed (captured)",
+         "pcp-alloc": "allocated from its per-CPU list", "pcp-free": "freed onto its per-CPU list"}
 
 
 def covers(event, page):

@@ -373,6 +373,17 @@ def test_race_report_names_both_sides():
         in race["text"]
 
 
+def test_race_report_names_a_per_cpu_list_event_in_words():
+    events = [{"thread": 1, "op": "pcp-free", "pfn": 50144, "order": 0, "ns": 1000},
+              {"thread": 0, "op": "pcp-alloc", "pfn": 50144, "order": 0, "ns": 1200}]
+    v = {"detector": "poison", "kind": "x", "thread": 0, "pfn": 50144, "order": 0,
+         "page": 50144, "ns": 1500}
+    assert explain(v, events)["text"] == (
+        "thread 1 freed onto its per-CPU list order-0 block 50144 at +0.0 us, then thread 0"
+        " allocated from its per-CPU list order-0 block 50144 at +0.2 us, which covers it"
+        " (page 50144)")
+
+
 # ---------------------------------------------------------------- signals
 
 def start_and_wait_running(argv, marker="running "):
