@@ -283,8 +283,9 @@ def _holder_around(z, pfn, order):
     if found:
         return _named(first << GROUP_SHIFT, large)
     if order < GROUP_SHIFT:
-        if z[pfn, PG_CLAIM] != 0:
-            return _named(pfn, z[pfn, PG_CLAIM])
+        head = z[pfn, PG_CLAIM]             # read once: the name is the word that was there
+        if head != 0:
+            return _named(pfn, head)
         bad, q, k, w = _small_overlap(z, pfn, order)
         return True, q, k, w
     return _claimed_inside(z, g0, g0 + (1 << (order - GROUP_SHIFT)))

@@ -167,14 +167,17 @@ def lookup(z, t, me, pool, r):
         return
     count_ref(t, me, RC_LOOKUP_HIT, 1)
     key = page_key(pool, pfn)
-    for _ in range(2):
-        if flag(z, F_OWNERSHIP) and z[pfn, PG_CLAIM] != owner_word(PAGECACHE, 0):
-            violation(z, t, me, K_NOT_CACHED_REF, pfn, 0, pfn, PAGECACHE,
-                      word_owner(z[pfn, PG_CLAIM]))
-            break
-        if flag(z, F_POISON) and stamp_of(z, pfn) != key:
-            violation(z, t, me, K_READ_AFTER_FREE, pfn, 0, pfn, key, stamp_of(z, pfn))
-            break
+    for _ in range(2):                  # each word read once: a report names what failed
+        if flag(z, F_OWNERSHIP):
+            word = z[pfn, PG_CLAIM]
+            if word != owner_word(PAGECACHE, 0):
+                violation(z, t, me, K_NOT_CACHED_REF, pfn, 0, pfn, PAGECACHE, word_owner(word))
+                break
+        if flag(z, F_POISON):
+            stamp = stamp_of(z, pfn)
+            if stamp != key:
+                violation(z, t, me, K_READ_AFTER_FREE, pfn, 0, pfn, key, stamp)
+                break
         chaos(z, t, me, P_CACHE_USE)    # the reader uses the page
     put_page(pool, pfn)
 
