@@ -96,7 +96,7 @@ def run_python(nthreads, seconds, seed=1):
 
     def body(t):
         rnd = random.Random(seed * 1000 + t)
-        held, ops, victim = [], 0, 0        # the next free's row, drawn one early
+        held, ops = [], 0
         while not stop.is_set():
             for _ in range(256):
                 ops += 1
@@ -108,9 +108,9 @@ def run_python(nthreads, seconds, seed=1):
                     if pfn is not None:
                         held.append((pfn, order))
                 else:
-                    held[victim], held[-1] = held[-1], held[victim]
+                    j = rnd.randrange(n)
+                    held[j], held[-1] = held[-1], held[j]
                     zone.free(*held.pop())
-                    victim = rnd.randrange(n - 1) if n > 1 else 0
         counts[t] = ops
 
     threads = [threading.Thread(target=body, args=(t,)) for t in range(nthreads)]

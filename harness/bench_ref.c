@@ -5,9 +5,8 @@
  * loop of __free_one_page), one 64-byte row per page as in the zone table, guarded by
  * one pthread mutex (a futex mutex); each thread runs workers/allocator.py's loop with
  * the page cache off: hold up to HELD blocks, allocate when holding few, free a random
- * held block (drawn at the free before) when holding many, toss a coin in between,
- * orders drawn from the same cumulative weights with the same xorshift stream
- * (harness/rng.py).  An operation is
+ * held block when holding many, toss a coin in between, orders drawn from the same
+ * cumulative weights with the same xorshift stream (harness/rng.py).  An operation is
  * one alloc attempt or one free.
  *
  * usage: bench_ref PAGES SECONDS HELD CDF0,..,CDF10 SEED0 [SEED1 ...]  (one seed a thread)
@@ -118,7 +117,7 @@ static void *worker(void *arg)
     worker_t *w = arg;
     int64_t (*held)[2] = calloc(held_cap, sizeof *held);
     uint64_t x = w->seed;
-    int64_t n = 0, ops = 0, cap = held_cap, victim = 0;   /* the next free's row, drawn one early */
+    int64_t n = 0, ops = 0, cap = held_cap;
     for (;;) {
         if ((ops & (CHECK_EVERY - 1)) == 0 && __atomic_load_n(&stop, __ATOMIC_ACQUIRE))
             break;
@@ -134,13 +133,12 @@ static void *worker(void *arg)
             held[n][1] = order;
             n++;
         } else {
-            int64_t j = victim;
+            x = step(x);
+            int64_t j = bounded(x, n);
             int64_t pfn = held[j][0], order = held[j][1];
             held[j][0] = held[n - 1][0];
             held[j][1] = held[n - 1][1];
             n--;
-            x = step(x);
-            victim = bounded(x, n);
             x = step(x);                        /* the page-cache coin (cache off) */
             free_block(pfn, order);
         }

@@ -9,9 +9,6 @@ CFG_LOOKUP_EVERY operations (a power of two: a mask, not a division, per
 operation; 0 without a page cache) it looks a cached page up (a reader holding a
 reference for a moment), racing with reclaim and migration of that page; each lookup's
 random draw is made one lookup early, so the detectors' reads can be prefetched.
-Likewise each free's victim (a held row) is drawn at the free before it, among the
-blocks held then, so the poison check's read of its stamp is prefetched one free
-early (`prefetch_victim`).
 """
 
 from numba import njit
@@ -23,7 +20,7 @@ from harness.rng import bounded, step
 from workers.config import CFG_CACHE_PCT, CFG_CDF0, CFG_HELD, CFG_LOOKUP_EVERY, draw_order
 from workers.counters import C_ABORTS, C_ALLOC_FAIL, C_CACHED, C_FREES, C_OPS, count
 from workers.detectors import PAGECACHE, hand_over
-from workers.held import held_take, keep_block, prefetch_victim
+from workers.held import held_take, keep_block
 from workers.pagecache import cache_key, lookup, pool_has_room, pool_put, prefetch_lookup
 from workers.park import ALLOCATOR_CHECK_EVERY, between_ops
 
@@ -38,7 +35,6 @@ def allocator_loop(z, t, me, pool, held, cfg):
     ops = 0
     x = step(x)
     look = bounded(x, 1 << 30)                  # the next lookup's draw, drawn one early
-    victim = 0                                  # the next free's held row, drawn one early
     while not between_ops(z, t, me, ops, ALLOCATOR_CHECK_EVERY):
         ops += 1
         x = step(x)
@@ -60,11 +56,9 @@ def allocator_loop(z, t, me, pool, held, cfg):
             seq += 1
             n = keep_block(z, t, me, held, n, pfn, order, seq, P.on_lists(z, order))
         else:
-            pfn, order, tag = held_take(held, n, victim)
-            n -= 1
             x = step(x)
-            victim = bounded(x, n)              # < n: rows are only added until then
-            prefetch_victim(z, held, n, victim)
+            pfn, order, tag = held_take(held, n, bounded(x, n))
+            n -= 1
             x = step(x)
             if order == 0 and bounded(x, 100) < cfg[CFG_CACHE_PCT] and pool_has_room(pool):
                 key = cache_key(me, ops)

@@ -55,7 +55,7 @@ and names whoever else is there.
 
 from numba import njit, uint64
 
-from harness.atomics import cas, fetch_add, load_acquire, prefetch, store_release
+from harness.atomics import cas, fetch_add, load_acquire, store_release
 from harness.flatview import flat_view
 from harness.layout import GROUP_SHIFT, PG_CLAIM, TOP, W, group_row0
 from harness.outline import out_of_line
@@ -88,13 +88,6 @@ def word_order(word):
 def _group(z, g):
     """(row, column) of group g's word (g >= 0: shifts, not a signed division)."""
     return group_row0(z) + (g >> 3), g & (W - 1)
-
-
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def prefetch_group(z, pfn):
-    """Bring the word of the group holding page pfn into the cache ahead of a claim or
-    hand-over of a small block there (a hint)."""
-    prefetch(z, _group(z, pfn >> GROUP_SHIFT))
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

@@ -4,9 +4,7 @@ import numpy as np
 from numba import njit
 
 from workers.counters import C_ALLOCS, count
-from harness.layout import F_OWNERSHIP, F_POISON
-from workers.claims import prefetch_group
-from workers.detectors import claim_block, flag, make_tag, poison_claim, prefetch_stamp
+from workers.detectors import claim_block, make_tag, poison_claim
 
 HELD_FIELDS = ("pfn", "order", "tag")
 H_PFN, H_ORDER, H_TAG = range(len(HELD_FIELDS))
@@ -45,18 +43,3 @@ def held_take(held, n, j):
     held[j, H_PFN], held[j, H_ORDER], held[j, H_TAG] = \
         held[n - 1, H_PFN], held[n - 1, H_ORDER], held[n - 1, H_TAG]
     return pfn, order, tag
-
-
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def prefetch_victim(z, held, n, j):
-    """Warm what the detectors will read at the free of held row `j` (of the first `n`):
-    its stamp (poison) and its group's word (ownership: a small block's hand-over reads
-    it).  A held block's were last touched at its allocation, up to thousands of
-    operations before, and read cold at the free they cost the allocator about as much
-    as every other detector together.  A hint: nothing is read or changed."""
-    if n > 0:
-        pfn = held[j, H_PFN]
-        if flag(z, F_POISON):
-            prefetch_stamp(z, pfn)
-        if flag(z, F_OWNERSHIP):
-            prefetch_group(z, pfn)
