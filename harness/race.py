@@ -4,7 +4,9 @@ A page violation names one thread and one page.  The other side is the
 latest operation of another thread on a block that covers the same page:
 e.g. "thread 1 allocated order-2 block 50144, then thread 0 allocated
 order-6 block 50112 that covers it", the way KCSAN and TSan name both
-accesses of a race.
+accesses of a race.  An event with a carried stamp (a per-CPU list event,
+harness.tracing) happened within a window; when the other side falls inside it,
+the report says the order was not recorded rather than guess it.
 """
 
 VERBS = {"alloc": "allocated", "free": "freed", "free-capture": "freed into its capture list",
@@ -18,9 +20,27 @@ def covers(event, page):
     return event["pfn"] <= page < event["pfn"] + (1 << max(0, event["order"]))
 
 
+def window(e):
+    """(earliest, latest) ns of event `e`: its stamp, or a carried stamp's window."""
+    if not e.get("carried"):
+        return e["ns"], e["ns"]
+    return e["ns"], float("inf") if e.get("until_ns") is None else e["until_ns"]
+
+
+def unordered(a, b):
+    """Events `a` and `b` may have happened in either order: one has a carried stamp and
+    their windows meet."""
+    (a0, a1), (b0, b1) = window(a), window(b)
+    return bool(a.get("carried") or b.get("carried")) and a0 <= b1 and b0 <= a1
+
+
 def describe(e, t0):
+    lo, hi = window(e)
+    when = f"at +{(lo - t0) / 1000:.1f} us" if lo == hi else \
+        f"at or after +{(lo - t0) / 1000:.1f} us" if hi == float("inf") else \
+        f"between +{(lo - t0) / 1000:.1f} and +{(hi - t0) / 1000:.1f} us"
     return (f"thread {e['thread']} {VERBS.get(e['op'], e['op'])} order-{e['order']} block"
-            f" {e['pfn']} at +{(e['ns'] - t0) / 1000:.1f} us")
+            f" {e['pfn']} {when}")
 
 
 def explain(v, events):
@@ -47,6 +67,10 @@ def explain(v, events):
     else:
         first, second = sorted((this, other), key=lambda e: e["ns"])
         relation = "covers it" if second["order"] >= first["order"] else "lies inside it"
-        text = f"{describe(first, t0)}, then {describe(second, t0)}, which {relation}" \
-               f" (page {page})"
+        if unordered(first, second):
+            text = f"{describe(first, t0)}, and {describe(second, t0)}, which {relation}," \
+                   f" in an order the flight recorder did not keep (page {page})"
+        else:
+            text = f"{describe(first, t0)}, then {describe(second, t0)}, which {relation}" \
+                   f" (page {page})"
     return {"this": this, "other": other, "text": text}

@@ -88,7 +88,8 @@ def summary(result, path=None):
         t0 = result["traces"][0]["ns"]
         for e in result["traces"]:
             lines.append(f"  +{(e['ns'] - t0) / 1000:10.1f} us  thread {e['thread']:<3}"
-                         f" {e['op']:<15} pfn {e['pfn']:<7} order {e['order']}")
+                         f" {e['op']:<15} pfn {e['pfn']:<7} order {e['order']}"
+                         + ("  (carried stamp: at or after)" if e.get("carried") else ""))
     if path:
         lines.append(f"report: {path}")
     lines.append(f"reproduce: {result['command']}")

@@ -588,10 +588,19 @@ def worker_violations(run):
 
 
 def all_events(run):
-    """Every thread's flight-recorder ring, merged in time order (ns on the monotonic clock)."""
-    events = [{"thread": i, "op": e["op"], "pfn": e["pfn"], "order": e["order"],
+    """Every thread's flight-recorder ring, merged in time order (ns on the monotonic clock;
+    a stable sort, so a thread's events with one carried stamp stay in ring order).  An
+    event with a carried stamp (harness.tracing) has "carried": True and "until_ns": it
+    happened between "ns" and "until_ns" (None: not bounded)."""
+    def event(i, e):
+        out = {"thread": i, "op": e["op"], "pfn": e["pfn"], "order": e["order"],
                "ns": run.clock.ns(e["stamp"])}
-              for i in range(run.cfg.threads) for e in thread_ring(run.t, i)]
+        if e.get("carried"):
+            out["carried"] = True
+            out["until_ns"] = None if e["until"] is None else run.clock.ns(e["until"])
+        return out
+
+    events = [event(i, e) for i in range(run.cfg.threads) for e in thread_ring(run.t, i)]
     events.sort(key=lambda e: e["ns"])
     return events
 

@@ -2,6 +2,19 @@
 
 `trace` appends in the kernels; `thread_ring` decodes one thread's ring with
 the same field table (harness.layout.RING_FIELDS).
+
+Stamps.  An event reads the cycle counter (about 10 ns a read in this VM: a fifth of an
+allocation from a per-CPU list), except a per-CPU list event (pcp-alloc, pcp-free) at a
+ring position that is not a multiple of CARRY_SPAN: it carries the stamp of the thread's
+previous event, and its op word is marked CARRIED.  A carried stamp is a lower bound:
+the event happened after it and before the thread's next event that read the counter.
+Cross-thread order stays exact in a correct run: a block reaches a thread's per-CPU list
+events only through that thread's own buddy allocation (a refill, an event that reads
+the counter, after every other thread's event on its pages) and leaves them only
+through a free of its own or a drainer's (events that read the counter, after the
+carried one).  Only a run where two threads take the same block (what the detectors
+report) can put another thread's event inside a carried event's window; harness.race
+then says the order was not recorded.
 """
 
 from numba import njit
@@ -13,6 +26,8 @@ from harness.seams import flag_on
 
 OP_ALLOC, OP_FREE, OP_CAPFREE, OP_CAPSTART, OP_CAPFINISH, OP_CAPTURED = 1, 2, 3, 4, 5, 6
 OP_PCP_ALLOC, OP_PCP_FREE = 7, 8        # harness.pcp: from / onto the thread's per-CPU list
+CARRIED = 1 << 8                        # in an op word: the stamp is the previous event's
+CARRY_SPAN = 8                          # at most CARRY_SPAN - 1 carried stamps in a row
 OP_NAMES = {OP_ALLOC: "alloc", OP_FREE: "free", OP_CAPFREE: "free-capture",
             OP_CAPSTART: "capture_start", OP_CAPFINISH: "capture_finish",
             OP_CAPTURED: "captured-other", OP_PCP_ALLOC: "pcp-alloc", OP_PCP_FREE: "pcp-free"}
@@ -31,26 +46,45 @@ def _record(t, me, op, pfn, order):
     """The append itself, inlined at each site (a handful): as a call it cost about as much
     as the allocator's whole operation (the thread table's descriptor passed word by word,
     the caller's registers spilled around it), where inlined it costs the cycle-counter
-    read and four stores.  Off, the flag test skips it."""
+    read (or the previous entry's stamp: see the module's docstring) and four stores.
+    `op` is a constant at every site, so the choice folds away but at the per-CPU list's
+    two.  Off, the flag test skips it."""
     pos = t[me, T_STATE, T_RING_POS]
+    if (op == OP_PCP_ALLOC or op == OP_PCP_FREE) and pos % CARRY_SPAN != 0:
+        prev = (pos - 1) % RING
+        stamp = t[me, T_RING0 + prev // RING_PER_ROW, (prev % RING_PER_ROW) * _WIDTH + R_STAMP]
+        op |= CARRIED
+    else:
+        stamp = cycle_counter()
     slot = pos % RING
     row, col = T_RING0 + slot // RING_PER_ROW, (slot % RING_PER_ROW) * _WIDTH
     t[me, row, col + R_OP] = op
     t[me, row, col + R_PFN] = pfn
     t[me, row, col + R_ORDER] = order
-    t[me, row, col + R_STAMP] = cycle_counter()
+    t[me, row, col + R_STAMP] = stamp
     t[me, T_STATE, T_RING_POS] = pos + 1
 
 
 def thread_ring(t, i):
-    """Thread `i`'s recorded events, oldest first: {op (name), pfn, order, stamp (raw cycles)}."""
+    """Thread `i`'s recorded events, oldest first: {op (name), pfn, order, stamp (raw
+    cycles)}; an event whose stamp was carried also has "carried": True and "until": the
+    stamp of the thread's next event that read the counter (None: none recorded since)."""
     pos = int(t[i, T_STATE, T_RING_POS])
     out = []
     for p in range(max(0, pos - RING), pos):
         slot = p % RING
         col = (slot % RING_PER_ROW) * _WIDTH
         e = t[i, T_RING0 + slot // RING_PER_ROW, col:col + _WIDTH]
-        op = int(e[R_OP])
+        word = int(e[R_OP])
+        op = word & ~CARRIED
         out.append({"op": OP_NAMES.get(op, str(op)), "pfn": int(e[R_PFN]),
                     "order": int(e[R_ORDER]), "stamp": int(e[R_STAMP])})
+        if word & CARRIED:
+            out[-1]["carried"] = True
+    until = None
+    for e in reversed(out):
+        if e.get("carried"):
+            e["until"] = until
+        else:
+            until = e["stamp"]
     return out

@@ -7,7 +7,8 @@ import pytest
 from harness import hierarchy as H
 from harness import layout as L
 from harness.clock import clock_pair
-from harness.tracing import OP_ALLOC, OP_FREE, thread_ring, trace
+from harness.tracing import (CARRY_SPAN, OP_ALLOC, OP_FREE, OP_PCP_ALLOC, OP_PCP_FREE,
+                             thread_ring, trace)
 from workers import counters as C
 from workers import detectors as D
 
@@ -136,3 +137,26 @@ def test_flight_recorder_ring_decodes_oldest_first():
     stamps = np.array([e["stamp"] for e in ring])
     assert (np.diff(stamps) >= 0).all() and stamps[0] > 0
     assert thread_ring(t, 0) == []
+
+
+def test_per_cpu_list_events_carry_the_previous_stamp_between_counter_reads():
+    z = L.new_zone_table(1024, "fine")
+    t = L.new_thread_table(1)
+    z[L.flags_row(z), L.F_TRACE] = 1
+    ops = [OP_ALLOC] + [OP_PCP_FREE, OP_PCP_ALLOC] * 10 + [OP_FREE, OP_PCP_ALLOC, OP_ALLOC] \
+        + [OP_PCP_FREE] * 3
+    for pfn, op in enumerate(ops):
+        trace(z, t, 0, op, pfn, 0)
+    ring = thread_ring(t, 0)
+    pcp = (OP_PCP_ALLOC, OP_PCP_FREE)
+    want = [op in pcp and pos % CARRY_SPAN != 0 for pos, op in enumerate(ops)]
+    assert [e.get("carried", False) for e in ring] == want
+    assert [e["op"] for e in ring[:3]] == ["alloc", "pcp-free", "pcp-alloc"]
+    read = [e["stamp"] for e in ring if not e.get("carried")]
+    assert (np.diff(read) > 0).all()            # every one a counter read of its own
+    for pos, e in enumerate(ring):
+        if e.get("carried"):
+            assert e["stamp"] == ring[pos - 1]["stamp"]
+            later = [x["stamp"] for x in ring[pos:] if not x.get("carried")]
+            assert e["until"] == (later[0] if later else None)
+    assert ring[-1]["until"] is None and ring[-4]["op"] == "alloc"

@@ -384,6 +384,26 @@ def test_race_report_names_a_per_cpu_list_event_in_words():
         " (page 50144)")
 
 
+def test_race_report_keeps_no_order_inside_a_carried_stamps_window():
+    carried = {"thread": 0, "op": "pcp-alloc", "pfn": 50144, "order": 0, "ns": 1000,
+               "carried": True, "until_ns": 1600}
+    v = {"detector": "ownership", "kind": "x", "thread": 0, "pfn": 50144, "order": 0,
+         "page": 50144, "found": 1, "ns": 2000}
+    inside = {"thread": 1, "op": "free", "pfn": 50144, "order": 0, "ns": 1200}
+    assert explain(v, [carried, inside])["text"] == (
+        "thread 0 allocated from its per-CPU list order-0 block 50144 between +0.0 and +0.6"
+        " us, and thread 1 freed order-0 block 50144 at +0.2 us, which covers it, in an order"
+        " the flight recorder did not keep (page 50144)")
+    before = dict(inside, ns=900)           # before the window opened: an order after all
+    assert explain(v, [before, carried])["text"] == (
+        "thread 1 freed order-0 block 50144 at +0.0 us, then thread 0 allocated from its"
+        " per-CPU list order-0 block 50144 between +0.1 and +0.7 us, which covers it"
+        " (page 50144)")
+    unbounded = dict(carried, until_ns=None)    # no stamped event of its thread since
+    assert "at or after +0.0 us, and thread 1 freed" in \
+        explain(v, [unbounded, dict(inside, ns=1900)])["text"]
+
+
 # ---------------------------------------------------------------- signals
 
 def start_and_wait_running(argv, marker="running "):
