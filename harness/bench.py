@@ -344,6 +344,9 @@ def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detecto
     slowdown = {name: {k: _first(_paired(runs["bare"], fs, k))
                        for k in OVERHEAD_FIGURES if k != "capture_lists_per_s"}
                 for name, fs in runs.items()}
+    cpu_slowdown = {name: {role: _first(_paired(runs["bare"], fs, f"{role}_cpu_ns_per_op",
+                                                per_op=True)) for role in ALONE}
+                    for name, fs in runs.items()}
     alone = {}
     for role in ALONE:
         key, cpu_key = f"{role}_ops_per_s", f"{role}_cpu_ns_per_op"
@@ -359,7 +362,8 @@ def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detecto
     return {"seconds": seconds, "threads": threads, "rounds": rounds, "pcp": pcp,
             "ops_per_s": {name: m["ops_per_s"] for name, m in median.items()},
             "slowdown": {name: s["ops_per_s"] for name, s in slowdown.items()},
-            "median": median, "range": spread, "role_slowdown": slowdown, "runs": runs,
+            "median": median, "range": spread, "role_slowdown": slowdown,
+            "role_cpu_slowdown": cpu_slowdown, "runs": runs,
             "alone": alone}
 
 
@@ -375,11 +379,14 @@ def format_overhead(result):
         lines.append(f"{name:<10}{m['ops_per_s']:>14,.0f}{m['allocator_ops_per_s']:>18,.0f}"
                      f"{m['reclaimer_ops_per_s']:>18,.0f}{m['reclaims_per_s']:>12,.0f}"
                      f"{m['capture_lists_per_s']:>17,.0f}")
-    lines.append("slowdown vs bare (median over rounds of each round's ratio):")
+    lines.append("slowdown vs bare (median over rounds of each round's ratio; CPU per op is"
+                 " blind to the time a worker was off its CPU):")
     for name, s in result["role_slowdown"].items():
+        c = result["role_cpu_slowdown"][name]
         lines.append(f"  {name:<10} all {_x(s['ops_per_s'])}   allocator"
                      f" {_x(s['allocator_ops_per_s'])}   reclaimer {_x(s['reclaimer_ops_per_s'])}"
-                     f"   reclaims {_x(s['reclaims_per_s'])}")
+                     f"   reclaims {_x(s['reclaims_per_s'])}   CPU per op: allocator"
+                     f" {_x(c['allocator'])}   reclaimer {_x(c['reclaimer'])}")
     lines.append("range of runs:")
     for name, r in result["range"].items():
         lines.append(f"  {name:<10} allocator {r['allocator_ops_per_s'][0]:,.0f} .."

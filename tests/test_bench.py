@@ -95,8 +95,10 @@ def test_overhead_measures_both_roles_together_and_each_alone(warmed):
             assert 0 < row["cpu_ns_per_op"] <= 1e9 / row["range"][0] * 1.05
             assert row["cpu_slowdown"] == row["cpu_ns_per_op"] / rows["bare"]["cpu_ns_per_op"]
     assert r["role_slowdown"]["bare"]["ops_per_s"] == 1.0
+    assert r["role_cpu_slowdown"]["bare"] == {"allocator": 1.0, "reclaimer": 1.0}
     text = B.format_overhead(r)
     assert "each role alone (1 thread)" in text and text.count("detectors") == 5
+    assert text.count("CPU per op: allocator") == len(names)
     assert B._slowdown(5.0, 0.0) is None and B._x(None) == "-"   # a variant that did nothing
     json.dumps(r, allow_nan=False)                                # what --json prints
 
