@@ -123,7 +123,7 @@ def free_checked(z, t, me, pfn, order, owner, tag):
             hand_over(z, t, me, pfn, order, owner, POISON, -1, POISON)
     else:
         hand_over(z, t, me, pfn, order, owner, tag, -1, POISON)
-        rc = Z.free_block(z, t, me, pfn, order, -1, True)     # a held block: our own
+        rc = Z.free_block(z, t, me, pfn, order, -1)
     if rc == Z.EINVAL:
         violation(z, t, me, K_REJECTED_FREE, pfn, order, pfn, 0, 0)
     return rc != Z.ABORTED

@@ -4,16 +4,15 @@
 the same field table (harness.layout.RING_FIELDS).
 
 Stamps.  An event reads the cycle counter (about 10 ns a read in this VM: a fifth of an
-allocation from a per-CPU list), except a per-CPU list event (pcp-alloc, pcp-free) or the
-free of a block the thread allocated itself (`carry`), at a ring position that is not a
-multiple of CARRY_SPAN: it carries the stamp of the thread's previous event, and its op
-word is marked CARRIED.  A carried stamp is a lower bound: the event happened after it
-and before the thread's next event that read the counter.  Cross-thread order stays
-exact in a correct run: a block reaches such events only through that thread's own
-allocation (from the buddy, a capture list or a range: events that read the counter,
-after every other thread's event on its pages), and another thread's next event on it
-(a drain, an allocation) comes after the carried one's true time and reads the
-counter.  Only a run where two threads take the same block (what the detectors
+allocation from a per-CPU list), except a per-CPU list event (pcp-alloc, pcp-free) at a
+ring position that is not a multiple of CARRY_SPAN: it carries the stamp of the thread's
+previous event, and its op word is marked CARRIED.  A carried stamp is a lower bound:
+the event happened after it and before the thread's next event that read the counter.
+Cross-thread order stays exact in a correct run: a block reaches a thread's per-CPU list
+events only through that thread's own buddy allocation (a refill, an event that reads
+the counter, after every other thread's event on its pages) and leaves them only
+through a free of its own or a drainer's (events that read the counter, after the
+carried one).  Only a run where two threads take the same block (what the detectors
 report) can put another thread's event inside a carried event's window; harness.race
 then says the order was not recorded.
 """
@@ -36,23 +35,22 @@ _WIDTH = len(RING_FIELDS)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def trace(z, t, me, op, pfn, order, carry=False):
-    """Append (op, pfn, order, cycle counter) to this thread's ring, when tracing is on;
-    `carry`: a free of a block the thread allocated itself (see the module's docstring)."""
+def trace(z, t, me, op, pfn, order):
+    """Append (op, pfn, order, cycle counter) to this thread's ring, when tracing is on."""
     if flag_on(z, F_TRACE):
-        _record(t, me, op, pfn, order, carry)
+        _record(t, me, op, pfn, order)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def _record(t, me, op, pfn, order, carry):
+def _record(t, me, op, pfn, order):
     """The append itself, inlined at each site (a handful): as a call it cost about as much
     as the allocator's whole operation (the thread table's descriptor passed word by word,
     the caller's registers spilled around it), where inlined it costs the cycle-counter
     read (or the previous entry's stamp: see the module's docstring) and four stores.
-    `op` is a constant at every site, so the choice folds away but at the few sites that
-    may carry.  Off, the flag test skips it."""
+    `op` is a constant at every site, so the choice folds away but at the per-CPU list's
+    two.  Off, the flag test skips it."""
     pos = t[me, T_STATE, T_RING_POS]
-    if (carry or op == OP_PCP_ALLOC or op == OP_PCP_FREE) and pos % CARRY_SPAN != 0:
+    if (op == OP_PCP_ALLOC or op == OP_PCP_FREE) and pos % CARRY_SPAN != 0:
         prev = (pos - 1) % RING
         stamp = t[me, T_RING0 + prev // RING_PER_ROW, (prev % RING_PER_ROW) * _WIDTH + R_STAMP]
         op |= CARRIED

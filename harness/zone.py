@@ -125,10 +125,8 @@ def alloc_block(z, t, me, order):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def free_block(z, t, me, pfn, order, target, own=False):
+def free_block(z, t, me, pfn, order, target):
     """Free an allocated block; `target` >= 0 is the caller's own open capture list.
-    `own`: the caller allocated the block itself (its event may carry a stamp:
-    harness.tracing).
 
     Returns 0, EINVAL (zone unchanged) if pfn is not an allocated block of that
     order or the capture list is not open, or ABORTED.
@@ -147,7 +145,7 @@ def free_block(z, t, me, pfn, order, target, own=False):
         return EINVAL
     z[pfn, PG_STATE] = TAIL
     z[pfn, PG_OWNER] = -1
-    trace(z, t, me, OP_CAPFREE if target >= 0 else OP_FREE, pfn, order, own)
+    trace(z, t, me, OP_CAPFREE if target >= 0 else OP_FREE, pfn, order)
     iso = isolated_list(z, pfn)         # MIGRATE_ISOLATE: a free inside the range is held
     leak_isolated = fault(z, F.FAULT_ISOLATE_LEAKS_FREE)
     if iso >= 0 and not leak_isolated:

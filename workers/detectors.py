@@ -262,11 +262,10 @@ def poison_hand_over(z, t, me, pfn, order, tag, new_tag):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def free_checked(z, t, me, pfn, order, owner, tag, target, own=False):
-    """Detectors, then free (into capture list `target` if >= 0; `own`: a block the caller
-    allocated itself, as Z.free_block); False if the run aborted."""
+def free_checked(z, t, me, pfn, order, owner, tag, target):
+    """Detectors, then free (into capture list `target` if >= 0); False if the run aborted."""
     hand_over(z, t, me, pfn, order, owner, tag, -1, POISON)
-    rc = Z.free_block(z, t, me, pfn, order, target, own)
+    rc = Z.free_block(z, t, me, pfn, order, target)
     if rc == Z.EINVAL:
         violation(z, t, me, K_REJECTED_FREE, pfn, order, pfn, 0, 0)
     return rc != Z.ABORTED

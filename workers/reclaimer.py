@@ -107,7 +107,7 @@ def reclaimer_loop(z, t, me, pool, held, cfg, batch):
             x = step(x)
             pfn, order, tag = held_take(held, n, bounded(x, n))
             n -= 1
-            if not free_checked(z, t, me, pfn, order, me, tag, -1, True):
+            if not free_checked(z, t, me, pfn, order, me, tag, -1):
                 count(t, me, C_ABORTS, 1)
                 break
             count(t, me, C_FREES, 1)
