@@ -63,7 +63,9 @@ def explain(v, events):
         return None
     t0 = min(e["ns"] for e in (this, other) if e)
     if this is None:
-        text = f"{describe(other, t0)}; thread {me} then found page {page} in the wrong state"
+        inside = window(other)[1] >= v["ns"] > other["ns"]     # a carried window holds it
+        text = f"{describe(other, t0)}; thread {me} {'' if inside else 'then '}found page" \
+               f" {page} in the wrong state{' within that window' if inside else ''}"
     else:
         first, second = sorted((this, other), key=lambda e: e["ns"])
         relation = "covers it" if second["order"] >= first["order"] else "lies inside it"

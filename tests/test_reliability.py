@@ -399,6 +399,11 @@ def test_race_report_keeps_no_order_inside_a_carried_stamps_window():
         "thread 1 freed order-0 block 50144 at +0.0 us, then thread 0 allocated from its"
         " per-CPU list order-0 block 50144 between +0.1 and +0.7 us, which covers it"
         " (page 50144)")
+    theirs = dict(carried, thread=1)           # the other side's window holds the finding
+    assert explain(dict(v, ns=1300), [theirs])["text"] == (
+        "thread 1 allocated from its per-CPU list order-0 block 50144 between +0.0 and +0.6"
+        " us; thread 0 found page 50144 in the wrong state within that window")
+    assert " us; thread 0 then found page" in explain(v, [theirs])["text"]
     unbounded = dict(carried, until_ns=None)    # no stamped event of its thread since
     assert "at or after +0.0 us, and thread 1 freed" in \
         explain(v, [unbounded, dict(inside, ns=1900)])["text"]
