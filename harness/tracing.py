@@ -42,6 +42,13 @@ def trace(z, t, me, op, pfn, order):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def _entry(pos):
+    """(row, column) in a thread's table of the entry written at ring position `pos` >= 0."""
+    slot = pos % RING
+    return T_RING0 + slot // RING_PER_ROW, (slot % RING_PER_ROW) * _WIDTH
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def _record(t, me, op, pfn, order):
     """The append itself, inlined at each site (a handful): as a call it cost about as much
     as the allocator's whole operation (the thread table's descriptor passed word by word,
@@ -51,13 +58,12 @@ def _record(t, me, op, pfn, order):
     two.  Off, the flag test skips it."""
     pos = t[me, T_STATE, T_RING_POS]
     if (op == OP_PCP_ALLOC or op == OP_PCP_FREE) and pos % CARRY_SPAN != 0:
-        prev = (pos - 1) % RING
-        stamp = t[me, T_RING0 + prev // RING_PER_ROW, (prev % RING_PER_ROW) * _WIDTH + R_STAMP]
+        row, col = _entry(pos - 1)
+        stamp = t[me, row, col + R_STAMP]
         op |= CARRIED
     else:
         stamp = cycle_counter()
-    slot = pos % RING
-    row, col = T_RING0 + slot // RING_PER_ROW, (slot % RING_PER_ROW) * _WIDTH
+    row, col = _entry(pos)
     t[me, row, col + R_OP] = op
     t[me, row, col + R_PFN] = pfn
     t[me, row, col + R_ORDER] = order
@@ -72,9 +78,8 @@ def thread_ring(t, i):
     pos = int(t[i, T_STATE, T_RING_POS])
     out = []
     for p in range(max(0, pos - RING), pos):
-        slot = p % RING
-        col = (slot % RING_PER_ROW) * _WIDTH
-        e = t[i, T_RING0 + slot // RING_PER_ROW, col:col + _WIDTH]
+        row, col = _entry.py_func(p)
+        e = t[i, row, col:col + _WIDTH]
         word = int(e[R_OP])
         op = word & ~CARRIED
         out.append({"op": OP_NAMES.get(op, str(op)), "pfn": int(e[R_PFN]),
