@@ -45,6 +45,10 @@ VARIANTS = ("python", "c", "zone", "fine", "zone+pcp", "fine+pcp")
 C_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_ref.c")
 
 
+class BenchError(Exception):
+    """A benchmark that could not be measured (a child process that failed)."""
+
+
 def run_threads(threads, seconds, stop):
     """Start `threads`, let them run `seconds`, call `stop()`, join; the wall seconds."""
     t0 = time.perf_counter()
@@ -365,6 +369,102 @@ def run_overhead(seconds=3.0, threads=2, seed=1, rounds=3, pcp=True, per_detecto
             "median": median, "range": spread, "role_slowdown": slowdown,
             "role_cpu_slowdown": cpu_slowdown, "runs": runs,
             "alone": alone}
+
+
+def overhead_argv(seconds, threads, rounds, per_detector):
+    """The command that runs `run_overhead` with these settings and prints its JSON."""
+    return ("{python}", "-m", "harness", "bench", "--overhead", "--json", "--seconds",
+            repr(seconds), "--threads", str(threads), "--repeats", str(rounds),
+            *(("--per-detector",) if per_detector else ()))
+
+
+def run_overhead_processes(processes, seconds=3.0, threads=2, rounds=3, per_detector=False,
+                           say=None):
+    """`run_overhead` in `processes` fresh processes, one after another; each process's
+    result and `overhead_across` them.
+
+    One process's slowdowns are steady from round to round but land anywhere in a band
+    from process to process (the allocator alone, every detector: 1.03x-1.31x for poison
+    alone in six processes of one build, in the same minutes, two of them side by side):
+    where each table lands in memory is drawn once a process.  Each process is one more
+    draw.  An interrupt stops the running one and returns what finished, marked."""
+    from harness.trials import TIMEOUT, Trial, kill_running, run_trial
+    argv = overhead_argv(seconds, threads, rounds, per_detector)
+    variants = len(overhead_variants(per_detector))
+    timeout = 3 * variants * (1 + len(ALONE)) * rounds * (seconds + 1) + 600
+    results, interrupted = [], None
+    for i in range(processes):
+        trial = Trial(id=f"overhead-{i}", argv=(), timeout_s=timeout, command=argv)
+        try:
+            record = run_trial(trial)
+        except KeyboardInterrupt as exc:
+            kill_running()
+            interrupted = exc
+            break
+        result = record["result"]
+        if record["exit_code"] != 0 or not isinstance(result, dict):
+            tail = (record["stderr_tail"] or "").strip().splitlines()
+            how = "timed out" if record["status"] == TIMEOUT else f"exit {record['exit_code']}"
+            raise BenchError(f"overhead process {i + 1} of {processes} failed ({how}):"
+                             f" {tail[-1] if tail else 'no output'}")
+        results.append(result)
+        if say:
+            say(f"process {i + 1}/{processes} done in {record['elapsed_s']:.0f} s: "
+                + _alone_line(result))
+    return {"processes": results, "asked": processes, "interrupted": interrupted is not None,
+            "across": overhead_across(results)}, interrupted
+
+
+def _alone_line(result):
+    """Each role alone, each variant's CPU per op slowdown: one process's headline."""
+    return "; ".join(f"{role} alone " + " ".join(
+        f"{name} {_x(row['cpu_slowdown'])}" for name, row in rows.items() if name != "bare")
+        for role, rows in result["alone"].items())
+
+
+ACROSS_KINDS = {"rate": "2 threads: rate", "cpu": "2 threads: CPU per op",
+                "alone": "alone: CPU per op"}
+
+
+def overhead_across(results):
+    """{variant: {role: {kind: {"values": each process's slowdown, "median": theirs}}}}
+    for the kinds of ACROSS_KINDS; a process whose variant did none is left out."""
+    def summary(values):
+        got = [v for v in values if v is not None]
+        return {"values": values, "median": float(np.median(got)) if got else None}
+    if not results:
+        return {}
+    return {name: {role: {"rate": summary([r["role_slowdown"][name][f"{role}_ops_per_s"]
+                                           for r in results]),
+                          "cpu": summary([r["role_cpu_slowdown"][name][role] for r in results]),
+                          "alone": summary([r["alone"][role][name]["cpu_slowdown"]
+                                            for r in results])}
+                   for role in ALONE}
+            for name in results[0]["role_slowdown"] if name != "bare"}
+
+
+def format_overhead_across(result):
+    """Slowdowns against bare over several processes: the median of the processes' own
+    medians, then each process's in brackets, in the order they ran."""
+    done = len(result["processes"])
+    if not done:
+        return (f"interrupted before the first of {result['asked']} processes finished:"
+                " nothing measured")
+    rounds = result["processes"][0]["rounds"]
+    lines = [f"slowdown vs bare across {done} process{'es' if done > 1 else ''}, {rounds}"
+             " interleaved rounds each"
+             + (f" (interrupted: {done} of {result['asked']} finished)"
+                if result["interrupted"] else "")
+             + ": median of the processes [each process]",
+             (f"{'variant':<11}{'role':<11}"
+              + "".join(f"{label:<30}" for label in ACROSS_KINDS.values())).rstrip()]
+    for name, roles in result["across"].items():
+        for role, kinds in roles.items():
+            cells = [f"{_x(kinds[k]['median'])} [" + " ".join(
+                f"{v:.2f}" if v is not None else "-" for v in kinds[k]["values"]) + "]"
+                for k in ACROSS_KINDS]
+            lines.append(f"{name:<11}{role:<11}" + "".join(f"{c:<30}" for c in cells).rstrip())
+    return "\n".join(lines)
 
 
 def format_overhead(result):

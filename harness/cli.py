@@ -210,6 +210,10 @@ def build_parser():
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.add_argument("--overhead", action="store_true",
                        help="instead: stress throughput with detectors/lockdep on vs off")
+    bench.add_argument("--processes", type=_at_least(1, 100), default=1,
+                       help="with --overhead: measure in N fresh processes, one after another,"
+                            " and give each slowdown's median over them (a process's placement"
+                            " in memory moves its slowdowns; default 1: this process)")
     bench.add_argument("--per-detector", action="store_true",
                        help="with --overhead: each detector alone (and lockdep alone)")
     bench.add_argument("--capture-table", action="store_true",
@@ -645,6 +649,8 @@ def cmd_bench(args):
         raise UsageError("--reclaim-mix applies to --capture-table only")
     if args.per_detector and not args.overhead:
         raise UsageError("--per-detector applies to --overhead only")
+    if args.processes > 1 and not args.overhead:
+        raise UsageError("--processes applies to --overhead only")
     if args.overhead + args.capture_table + args.stamps > 1:
         raise UsageError("choose one of --overhead, --capture-table and --stamps")
     if args.build and (args.overhead or args.capture_table or args.stamps):
@@ -658,6 +664,8 @@ def cmd_bench(args):
     if args.capture_table:       # check the configuration now, not after the first run
         RunConfig(threads=threads, seconds=args.seconds, capture=True,
                   **({"reclaim_mix": args.reclaim_mix} if args.reclaim_mix else {}))
+    if args.overhead and args.processes > 1:
+        return _bench_processes(args, threads)
     if not args.json:
         print("warming up (JIT compile or cache load)...", file=sys.stderr, flush=True)
     if args.stamps:
@@ -677,6 +685,25 @@ def cmd_bench(args):
                            say=None if args.json else lambda m: print(m, file=sys.stderr))
         text = format_bench(result)
     print(json.dumps(result, indent=2, allow_nan=False) if args.json else text)
+    return 0
+
+
+def _bench_processes(args, threads):
+    """`bench --overhead --processes N`: what finished is printed, interrupted or not."""
+    from harness.bench import BenchError, format_overhead_across, run_overhead_processes
+    say = None if args.json else lambda m: print(m, file=sys.stderr, flush=True)
+    if say:
+        say(f"overhead in {args.processes} processes, one after another (each warms up first)")
+    try:
+        result, interrupted = run_overhead_processes(
+            args.processes, args.seconds, threads, args.repeats, args.per_detector, say=say)
+    except BenchError as err:                # not bad input: a measurement that failed
+        print(f"harness: error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, allow_nan=False) if args.json else
+          format_overhead_across(result), flush=True)
+    if interrupted is not None:
+        raise interrupted
     return 0
 
 

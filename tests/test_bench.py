@@ -2,7 +2,12 @@
 there is no compiler, and the ratios are the quotients of the medians they name."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 
 from harness import bench as B
@@ -114,3 +119,80 @@ def test_slowdowns_pair_each_run_with_the_bare_run_of_its_round():
     det[1] = {"r": 0.0, "ns": None}                                # a run that did nothing
     assert B._paired(bare, det, "r") == pytest.approx([5 / 3, 3 / 2, 11 / 6])
     assert B._paired(bare[1:2], det[1:2], "r") is None and B._first(None) is None
+
+
+def _fake_overhead(detectors_alone):
+    """The parts of a run_overhead result that overhead_across reads."""
+    roles = ("allocator", "reclaimer")
+    return {"rounds": 1,
+            "role_slowdown": {n: {f"{r}_ops_per_s": s for r in roles}
+                              for n, s in (("bare", 1.0), ("detectors", 1.5))},
+            "role_cpu_slowdown": {n: {r: s for r in roles}
+                                  for n, s in (("bare", 1.0), ("detectors", 1.4))},
+            "alone": {r: {"bare": {"cpu_slowdown": 1.0},
+                          "detectors": {"cpu_slowdown": detectors_alone}} for r in roles}}
+
+
+def test_across_processes_each_slowdown_is_the_median_of_the_processes():
+    runs = [_fake_overhead(s) for s in (1.2, 1.6, 1.3, None)]     # the last did nothing
+    across = B.overhead_across(runs)
+    assert list(across) == ["detectors"]                           # bare is the yardstick
+    alone = across["detectors"]["allocator"]["alone"]
+    assert alone == {"values": [1.2, 1.6, 1.3, None], "median": 1.3}
+    assert across["detectors"]["reclaimer"]["rate"]["median"] == 1.5
+    text = B.format_overhead_across({"processes": runs, "asked": 5, "interrupted": True,
+                                     "across": across})
+    assert "across 4 processes" in text and "(interrupted: 4 of 5 finished)" in text
+    assert "1.30x [1.20 1.60 1.30 -]" in text
+    assert "nothing measured" in B.format_overhead_across(
+        {"processes": [], "asked": 2, "interrupted": True, "across": {}})
+
+
+@pytest.mark.timeout(60)
+def test_each_process_is_a_fresh_child_and_a_failed_one_is_one_line(monkeypatch):
+    fake = json.dumps(_fake_overhead(1.25))
+    child = ("{python}", "-c", f"import os; print(os.getpid()); print({fake!r})")
+    monkeypatch.setattr(B, "overhead_argv", lambda *a: ("{python}", "-c",
+                                                        f"print({fake!r})"))
+    said = []
+    result, interrupted = B.run_overhead_processes(2, say=said.append)
+    assert interrupted is None and len(result["processes"]) == 2
+    assert result["across"]["detectors"]["allocator"]["alone"]["values"] == [1.25, 1.25]
+    assert said[0].startswith("process 1/2 done") and "allocator alone detectors 1.25x" in said[0]
+    monkeypatch.setattr(B, "overhead_argv", lambda *a: child)          # not JSON on stdout
+    with pytest.raises(B.BenchError, match="process 1 of 2 failed .exit 0.: no output"):
+        B.run_overhead_processes(2)
+    monkeypatch.setattr(B, "overhead_argv", lambda *a: (
+        "{python}", "-c", "import sys; sys.exit('harness: error: disk full')"))
+    with pytest.raises(B.BenchError, match=r"\(exit 1\): harness: error: disk full$"):
+        B.run_overhead_processes(3)
+
+
+def test_processes_apply_to_overhead_only(capsys):
+    from harness.cli import main
+    assert main(["bench", "--processes", "2"]) == 2
+    assert "--processes applies to --overhead only" in capsys.readouterr().err
+    assert main(["bench", "--overhead", "--processes", "0"]) == 2
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_stops_the_processes_and_prints_those_that_finished(root):
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "bench", "--overhead",
+                             "--processes", "3", "--seconds", "0.1", "--repeats", "1"],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stderr:                     # wait for the first finished process
+        if line.startswith("process 1/3 done"):
+            break
+    time.sleep(0.5)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children                              # the second process is running
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 2
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    gone, alive = psutil.wait_procs(children, timeout=2)
+    assert not alive                             # and it stopped with its parent
+    assert "(interrupted: 1 of 3 finished)" in out and "detectors  allocator" in out
+    assert "harness: interrupted (SIGTERM)" in err
