@@ -455,15 +455,14 @@ def format_overhead_across(result):
              " interleaved rounds each"
              + (f" (interrupted: {done} of {result['asked']} finished)"
                 if result["interrupted"] else "")
-             + ": median of the processes [each process]",
-             (f"{'variant':<11}{'role':<11}"
-              + "".join(f"{label:<30}" for label in ACROSS_KINDS.values())).rstrip()]
-    for name, roles in result["across"].items():
-        for role, kinds in roles.items():
-            cells = [f"{_x(kinds[k]['median'])} [" + " ".join(
-                f"{v:.2f}" if v is not None else "-" for v in kinds[k]["values"]) + "]"
-                for k in ACROSS_KINDS]
-            lines.append(f"{name:<11}{role:<11}" + "".join(f"{c:<30}" for c in cells).rstrip())
+             + ": median of the processes [each process]"]
+    rows = [(name, role, [f"{_x(kinds[k]['median'])} [" + " ".join(
+        f"{v:.2f}" if v is not None else "-" for v in kinds[k]["values"]) + "]"
+        for k in ACROSS_KINDS]) for name, roles in result["across"].items()
+        for role, kinds in roles.items()]
+    width = max(len(c) for _, _, cells in rows for c in [*cells, *ACROSS_KINDS.values()]) + 3
+    for name, role, cells in [("variant", "role", list(ACROSS_KINDS.values())), *rows]:
+        lines.append((f"{name:<11}{role:<11}" + "".join(f"{c:<{width}}" for c in cells)).rstrip())
     return "\n".join(lines)
 
 
