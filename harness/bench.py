@@ -412,7 +412,7 @@ def run_overhead_processes(processes, seconds=3.0, threads=2, rounds=3, per_dete
             say(f"process {i + 1}/{processes} done in {record['elapsed_s']:.0f} s: "
                 + _alone_line(result))
     return {"processes": results, "asked": processes, "interrupted": interrupted is not None,
-            "across": overhead_across(results)}, interrupted
+            "across": overhead_across(results), "rates": rates_across(results)}, interrupted
 
 
 def _alone_line(result):
@@ -426,21 +426,36 @@ ACROSS_KINDS = {"rate": "2 threads: rate", "cpu": "2 threads: CPU per op",
                 "alone": "alone: CPU per op"}
 
 
+def _summary(values):
+    """Each process's value (None: its variant did none) and the median of the others."""
+    got = [v for v in values if v is not None]
+    return {"values": values, "median": float(np.median(got)) if got else None}
+
+
 def overhead_across(results):
     """{variant: {role: {kind: {"values": each process's slowdown, "median": theirs}}}}
     for the kinds of ACROSS_KINDS; a process whose variant did none is left out."""
-    def summary(values):
-        got = [v for v in values if v is not None]
-        return {"values": values, "median": float(np.median(got)) if got else None}
     if not results:
         return {}
-    return {name: {role: {"rate": summary([r["role_slowdown"][name][f"{role}_ops_per_s"]
-                                           for r in results]),
-                          "cpu": summary([r["role_cpu_slowdown"][name][role] for r in results]),
-                          "alone": summary([r["alone"][role][name]["cpu_slowdown"]
-                                            for r in results])}
+    return {name: {role: {"rate": _summary([r["role_slowdown"][name][f"{role}_ops_per_s"]
+                                            for r in results]),
+                          "cpu": _summary([r["role_cpu_slowdown"][name][role] for r in results]),
+                          "alone": _summary([r["alone"][role][name]["cpu_slowdown"]
+                                             for r in results])}
                    for role in ALONE}
             for name in results[0]["role_slowdown"] if name != "bare"}
+
+
+RATES = {"reclaims_per_s": "reclaims", "capture_lists_per_s": "capture lists"}
+
+
+def rates_across(results):
+    """{variant: {rate: {"values": each process's median, "median": theirs}}} for the
+    2-thread runs' reclaims and capture lists opened per second."""
+    if not results:
+        return {}
+    return {name: {k: _summary([r["median"][name][k] for r in results]) for k in RATES}
+            for name in results[0]["median"]}
 
 
 def format_overhead_across(result):
@@ -463,6 +478,11 @@ def format_overhead_across(result):
     width = max(len(c) for _, _, cells in rows for c in [*cells, *ACROSS_KINDS.values()]) + 3
     for name, role, cells in [("variant", "role", list(ACROSS_KINDS.values())), *rows]:
         lines.append((f"{name:<11}{role:<11}" + "".join(f"{c:<{width}}" for c in cells)).rstrip())
+    lines.append("per second in the 2-thread runs, median of the processes [each process]:")
+    for name, rates in result["rates"].items():
+        lines.append(f"  {name:<10}" + "   ".join(
+            f"{label} {r['median']:,.0f} [" + " ".join(f"{v:,.0f}" for v in r["values"]) + "]"
+            for label, r in ((RATES[k], rates[k]) for k in RATES)))
     return "\n".join(lines)
 
 

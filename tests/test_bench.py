@@ -125,6 +125,8 @@ def _fake_overhead(detectors_alone):
     """The parts of a run_overhead result that overhead_across reads."""
     roles = ("allocator", "reclaimer")
     return {"rounds": 1,
+            "median": {n: {"reclaims_per_s": r, "capture_lists_per_s": r / 2}
+                       for n, r in (("bare", 1000.0), ("detectors", 800.0))},
             "role_slowdown": {n: {f"{r}_ops_per_s": s for r in roles}
                               for n, s in (("bare", 1.0), ("detectors", 1.5))},
             "role_cpu_slowdown": {n: {r: s for r in roles}
@@ -141,9 +143,16 @@ def test_across_processes_each_slowdown_is_the_median_of_the_processes():
     assert alone == {"values": [1.2, 1.6, 1.3, None], "median": 1.3}
     assert across["detectors"]["reclaimer"]["rate"]["median"] == 1.5
     text = B.format_overhead_across({"processes": runs, "asked": 5, "interrupted": True,
-                                     "across": across})
+                                     "across": across, "rates": {}})
     assert "across 4 processes" in text and "(interrupted: 4 of 5 finished)" in text
     assert "1.30x [1.20 1.60 1.30 -]" in text
+    rates = B.rates_across(runs)
+    assert rates["bare"]["reclaims_per_s"]["median"] == 1000.0
+    assert rates["detectors"]["capture_lists_per_s"] == {"values": [400.0] * 4, "median": 400.0}
+    text = B.format_overhead_across({"processes": runs, "asked": 4, "interrupted": False,
+                                     "across": across, "rates": rates})
+    assert "  bare      reclaims 1,000 [1,000 1,000 1,000 1,000]" in text
+    assert "capture lists 400 [400 400 400 400]" in text
     assert "nothing measured" in B.format_overhead_across(
         {"processes": [], "asked": 2, "interrupted": True, "across": {}})
 
