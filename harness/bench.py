@@ -384,10 +384,11 @@ def run_overhead_processes(processes, seconds=3.0, threads=2, rounds=3, per_dete
     result and `overhead_across` them.
 
     One process's slowdowns are steady from round to round but land anywhere in a band
-    from process to process (the allocator alone, every detector: 1.03x-1.31x for poison
-    alone in six processes of one build, in the same minutes, two of them side by side):
-    where each table lands in memory is drawn once a process.  Each process is one more
-    draw.  An interrupt stops the running one and returns what finished, marked."""
+    from process to process (poison alone on the allocator alone: 1.06x-1.32x in six
+    processes of one build, one after another): something is drawn once a process (not
+    transparent huge pages, not the address-space layout: README, "A process is a draw"),
+    so each process is one more draw.  An interrupt stops the running one and returns
+    what finished, marked."""
     from harness.trials import TIMEOUT, Trial, kill_running, run_trial
     argv = overhead_argv(seconds, threads, rounds, per_detector)
     variants = len(overhead_variants(per_detector))

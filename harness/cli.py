@@ -212,8 +212,8 @@ def build_parser():
                        help="instead: stress throughput with detectors/lockdep on vs off")
     bench.add_argument("--processes", type=_at_least(1, 100), default=1,
                        help="with --overhead: measure in N fresh processes, one after another,"
-                            " and give each slowdown's median over them (a process's placement"
-                            " in memory moves its slowdowns; default 1: this process)")
+                            " and give each slowdown's median over them (slowdowns move from"
+                            " one process to the next; default 1: this process)")
     bench.add_argument("--per-detector", action="store_true",
                        help="with --overhead: each detector alone (and lockdep alone)")
     bench.add_argument("--capture-table", action="store_true",
