@@ -2,6 +2,7 @@
 there is no compiler, and the ratios are the quotients of the medians they name."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -160,17 +161,19 @@ def test_across_processes_each_slowdown_is_the_median_of_the_processes():
 @pytest.mark.timeout(60)
 def test_each_process_is_a_fresh_child_and_a_failed_one_is_one_line(monkeypatch):
     fake = json.dumps(_fake_overhead(1.25))
-    child = ("{python}", "-c", f"import os; print(os.getpid()); print({fake!r})")
-    monkeypatch.setattr(B, "overhead_argv", lambda *a: ("{python}", "-c",
-                                                        f"print({fake!r})"))
+    monkeypatch.setattr(B, "overhead_argv", lambda *a: (
+        "{python}", "-c", f"import json, os; print(json.dumps(dict(json.loads({fake!r}),"
+                          " pid=os.getpid())))"))
     said = []
     result, interrupted = B.run_overhead_processes(2, say=said.append)
     assert interrupted is None and len(result["processes"]) == 2
+    pids = {r["pid"] for r in result["processes"]}
+    assert len(pids) == 2 and os.getpid() not in pids
     assert result["across"]["detectors"]["allocator"]["alone"]["values"] == [1.25, 1.25]
     assert said[0].startswith("process 1/2 done") and "allocator alone detectors 1.25x" in said[0]
-    monkeypatch.setattr(B, "overhead_argv", lambda *a: child)          # not JSON on stdout
+    monkeypatch.setattr(B, "overhead_argv", lambda *a: ("{python}", "-c", "print('hello')"))
     with pytest.raises(B.BenchError, match="process 1 of 2 failed .exit 0.: no output"):
-        B.run_overhead_processes(2)
+        B.run_overhead_processes(2)                               # no JSON on stdout
     monkeypatch.setattr(B, "overhead_argv", lambda *a: (
         "{python}", "-c", "import sys; sys.exit('harness: error: disk full')"))
     with pytest.raises(B.BenchError, match=r"\(exit 1\): harness: error: disk full$"):
