@@ -210,7 +210,7 @@ def build_parser():
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.add_argument("--overhead", action="store_true",
                        help="instead: stress throughput with detectors/lockdep on vs off")
-    bench.add_argument("--processes", type=_at_least(1, 100), default=1,
+    bench.add_argument("--processes", type=_at_least(1, 100), default=1, metavar="N",
                        help="with --overhead: measure in N fresh processes, one after another,"
                             " and give each slowdown's median over them (slowdowns move from"
                             " one process to the next; default 1: this process)")
