@@ -389,7 +389,7 @@ def run_overhead_processes(processes, seconds=3.0, threads=2, rounds=3, per_dete
     transparent huge pages, not the address-space layout: README, "A process is a draw"),
     so each process is one more draw.  An interrupt stops the running one and returns
     what finished, marked."""
-    from harness.trials import TIMEOUT, Trial, kill_running, run_trial
+    from harness.trials import TIMEOUT, Trial, run_trial
     argv = overhead_argv(seconds, threads, rounds, per_detector)
     variants = len(overhead_variants(per_detector))
     timeout = 3 * variants * (1 + len(ALONE)) * rounds * (seconds + 1) + 600
@@ -397,9 +397,8 @@ def run_overhead_processes(processes, seconds=3.0, threads=2, rounds=3, per_dete
     for i in range(processes):
         trial = Trial(id=f"overhead-{i}", argv=(), timeout_s=timeout, command=argv)
         try:
-            record = run_trial(trial)
+            record = run_trial(trial)           # an interrupt kills the running child
         except KeyboardInterrupt as exc:
-            kill_running()
             interrupted = exc
             break
         result = record["result"]

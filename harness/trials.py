@@ -85,7 +85,8 @@ def _die_with_parent():
 
 def run_trial(trial, python=None, cwd=None):
     """Run `trial` to the end or its timeout; its record (a JSON-ready dict), never raises
-    for anything the trial did."""
+    for anything the trial did.  Interrupted in the calling thread (Ctrl-C, SIGTERM), it
+    kills the trial's process group before the interrupt goes on."""
     started = time.time()
     record = {"id": trial.id, "cell": trial.cell, "kind": trial.kind, **dict(trial.meta),
               "command": trial.repro(), "timeout_s": trial.timeout_s,
@@ -114,19 +115,28 @@ def run_trial(trial, python=None, cwd=None):
         except subprocess.TimeoutExpired:
             timed_out = True
             out, err = _kill(proc)
+        except BaseException:           # interrupted in this thread: the trial ends with it
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+            raise
         finally:
             with _RUNNING_LOCK:
                 _RUNNING.pop(trial.id, None)
     return finish_record(record, proc.returncode, out, err, timed_out, time.time() - started)
 
 
+def _signal_group(proc, sig):
+    """Send `sig` to a trial's whole process group (gone already: nothing to do)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _kill(proc):
     """End a trial's whole process group: SIGTERM, a short grace, then SIGKILL."""
     for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        _signal_group(proc, sig)
         try:
             return proc.communicate(timeout=wait)
         except subprocess.TimeoutExpired:
@@ -139,10 +149,7 @@ def kill_running():
     with _RUNNING_LOCK:
         procs = list(_RUNNING.values())
     for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        _signal_group(proc, signal.SIGKILL)
 
 
 def finish_record(record, code, out, err, timed_out, elapsed):

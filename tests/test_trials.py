@@ -5,7 +5,10 @@ stderr, and on a real Dask LocalCluster a worker process killed mid-trial
 costs that trial one re-run, never the campaign.
 """
 
+import os
+import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -34,6 +37,37 @@ def test_a_hang_past_the_timeout_is_killed_and_recorded():
     assert r["status"] == T.TIMEOUT and r["id"] == "sleeper"
     assert r["signal"] in ("SIGTERM", "SIGKILL")
     assert r["command"].endswith("time.sleep(60)'")
+
+
+class _Stop(BaseException):
+    """An interrupt of the test's own, raised by a SIGUSR1 handler in the main thread."""
+
+
+@pytest.mark.timeout(30)
+def test_a_trial_interrupted_in_its_own_thread_is_killed_before_the_interrupt_goes_on(
+        tmp_path):
+    pid_file = tmp_path / "pid"
+    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid()));" \
+           " time.sleep(60)"
+
+    def interrupt_once_started():
+        while not pid_file.exists() or not pid_file.read_text():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def stop(signum, frame):
+        raise _Stop()
+
+    previous = signal.signal(signal.SIGUSR1, stop)
+    try:
+        threading.Thread(target=interrupt_once_started, daemon=True).start()
+        with pytest.raises(_Stop):
+            T.run_trial(fake("sleeper", code))
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    with pytest.raises(ProcessLookupError):      # gone now, not when this process exits
+        os.kill(int(pid_file.read_text()), 0)
+    assert T._RUNNING == {}
 
 
 @pytest.mark.timeout(30)
