@@ -147,6 +147,13 @@ def sched_row(z):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
+def zone_pages(z):
+    """Pages in the zone: also the most blocks any list can hold, so a walk that goes
+    further is going round a cycle."""
+    return z[meta_row(z), M_PAGES]
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def stamp_row0(z):
     """First row of the stamps: page pfn's stamp is halfword pfn from here."""
     return z[meta_row(z), M_PAGES]

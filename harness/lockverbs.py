@@ -14,6 +14,8 @@ and its kernels return ABORTED at once.  Every verb also feeds the
 mutual-exclusion witness (harness.witness): a thread that would wait for a lock
 it already holds is reported as recursive locking and does not wait (it is
 marked aborted), and a release by a thread that is not the owner is named.
+A kernel whose list walk goes round a cycle abandons the run the same way
+(`abandon`), once the runner aborts it.
 The bare build compiles all of this away but the locking itself (harness.seams).
 Also here: which lock row guards what.
 """
@@ -21,11 +23,12 @@ Also here: which lock row guards what.
 from numba import njit
 
 from harness import hierarchy as H
+from harness.atomics import futex_wait, load_acquire
 from harness.chaos import P_AFTER_UNLOCK, chaos
-from harness.layout import (A_ABORTED, F_LOCKDEP, LS_OWNER, LS_STATE, M_AREA0, M_BLOCK0, M_CAP0,
-                            M_LIST0, M_POOL0, M_SCHEME, NAREAS, OPEN, PCP_LIST0, PCP_LOCK0,
-                            PCP_ORDERS, PHASE_MASK, SCHEME_ZONE, T_AUX, TOP, meta_row,
-                            pcp_row)
+from harness.layout import (A_ABORTED, CTL_ABORT, F_LOCKDEP, LS_OWNER, LS_STATE, M_AREA0,
+                            M_BLOCK0, M_CAP0, M_LIST0, M_POOL0, M_SCHEME, NAREAS, OPEN,
+                            PCP_LIST0, PCP_LOCK0, PCP_ORDERS, PHASE_MASK, SCHEME_ZONE, T_AUX, TOP,
+                            ctl_row, meta_row, pcp_row)
 from harness.isolate import MODE_SHIFT
 from harness.lockdep_record import lockdep_forget, lockdep_note, lockdep_note_try
 from harness.locks import L_OWNER, lock_acquire, lock_release, lock_try
@@ -35,6 +38,7 @@ from harness.witness import (WK_BLOCK_NOT_HELD, WK_NOT_HELD, WK_NOT_OPEN, WK_REC
                              WK_RELEASE_NOT_OWNER, witness)
 
 OWNER_MASK = (1 << MODE_SHIFT) - 1      # a capture list's LS_OWNER: owner slot | mode | base
+ABANDON_NAP_NS = 10_000_000             # an abandoned thread looks for the abort this often
 
 
 # ---------------------------------------------------------------- which lock row guards what
@@ -131,6 +135,20 @@ def _assert_block_locked(z, t, me, pfn):
 def aborted(t, me):
     """True once a lock wait of this thread was aborted (the run is being torn down)."""
     return t[me, T_AUX, A_ABORTED] != 0
+
+
+@njit(nogil=True, cache=True, _nrt=False, forceinline=False)
+@out_of_line
+def abandon(z, t, me):
+    """A list walk went round a cycle (a race corrupted the links): this thread can go no
+    further.  It waits, making no progress (so the watchdog names it stalled) and keeping
+    its locks (so the list stays as it was found), until the run aborts; then it is
+    marked aborted like a thread whose lock wait was aborted, and its caller returns
+    ABORTED.  Without this it would spin round the cycle after its run had returned."""
+    ctl = ctl_row(z)
+    while load_acquire(z, (ctl, CTL_ABORT)) == 0:
+        futex_wait(z, (ctl, CTL_ABORT), 0, ABANDON_NAP_NS)
+    t[me, T_AUX, A_ABORTED] = 1
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)

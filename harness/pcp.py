@@ -53,9 +53,10 @@ from harness.chaos import P_PCP_COUNT_LATE, P_PCP_HEAD, chaos
 from harness.faults import fault
 from harness.layout import (ALLOC, F_OWNERSHIP, LS_COUNT, LS_HEAD, PCP, PCP_BATCH, PCP_CPUS,
                             PCP_HIGH, PCP_LIST0, PCP_LOCK0, PCP_ORDERS, PG_LIST,
-                            PG_NEXT, PG_ORDER, PG_OWNER, PG_PREV, PG_STATE, pcp_row)
+                            PG_NEXT, PG_ORDER, PG_OWNER, PG_PREV, PG_STATE, pcp_row,
+                            zone_pages)
 from harness.seams import flag_on
-from harness.lockverbs import lock, unlock
+from harness.lockverbs import abandon, lock, unlock
 from harness.tracing import OP_PCP_ALLOC, OP_PCP_FREE, trace
 from workers.claims import owner_word, park, park_claimed, unpark, unpark_claimed, word_owner
 from workers.detectors import (K_DOUBLE_ALLOC, K_NOT_OWNER, K_PCP_CLAIM, K_REJECTED_FREE,
@@ -260,7 +261,12 @@ def spill(z, t, me, lst, order, n):
     p = z[Z.lrow(z, lst), LS_HEAD]
     if p < 0:
         return 0
+    walked = 0
     while z[p, PG_NEXT] >= 0:
+        walked += 1
+        if walked > zone_pages(z):     # round a cycle: a race corrupted the links
+            abandon(z, t, me)
+            return Z.ABORTED
         p = z[p, PG_NEXT]
     freed = 0
     while p >= 0 and freed < n:

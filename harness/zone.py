@@ -42,10 +42,10 @@ from harness.layout import (ALLOC, CAPTURED, CLOSED, CS_FOUND, CS_MERGED, CS_OTH
                             GENERATION, LS_COUNT, LS_HEAD, LS_MERGED, LS_OTHER, LS_OWN, LS_OWNER,
                             LS_STATE, LS_WANTED, M_LIST0, M_NCAP, NAREAS, OPEN, PG_LIST, PG_NEXT,
                             PG_ORDER, PG_OWNER, PG_PREV, PG_STATE, PHASE_MASK, TAIL, TOP,
-                            T_CAPSTAT, UNUSED, meta_row)
-from harness.lockverbs import (area_lock, assert_block_locked, assert_list_locked, block_lock,
-                               capture_lock, fine_lock, fine_trylock, fine_unlock, zone_enter,
-                               zone_leave)
+                            T_CAPSTAT, UNUSED, meta_row, zone_pages)
+from harness.lockverbs import (abandon, area_lock, assert_block_locked, assert_list_locked,
+                               block_lock, capture_lock, fine_lock, fine_trylock, fine_unlock,
+                               zone_enter, zone_leave)
 from harness.tracing import (OP_ALLOC, OP_CAPFINISH, OP_CAPFREE, OP_CAPSTART, OP_CAPTURED,
                              OP_FREE, trace)
 
@@ -215,8 +215,13 @@ def capture_finish(z, t, me, lst):
     t[me, T_CAPSTAT, CS_MERGED] = z[row, LS_MERGED]
     chain = z[row, LS_HEAD]
     found = 0                          # the pages this use of the list ends with (CLOSED: ours)
+    blocks = 0                         # ... in this many blocks: later walks go no further
     p = chain
     while p >= 0:
+        blocks += 1
+        if blocks > zone_pages(z):     # round a cycle: a race corrupted the links
+            abandon(z, t, me)
+            return ABORTED
         found += 1 << z[p, PG_ORDER]
         p = z[p, PG_NEXT]
     t[me, T_CAPSTAT, CS_FOUND] = found
@@ -229,7 +234,9 @@ def capture_finish(z, t, me, lst):
         fine_unlock(z, t, me, lk)
     got = NONE
     p = chain
-    while p >= 0 and got < 0:
+    left = blocks
+    while p >= 0 and got < 0 and left > 0:
+        left -= 1
         if z[p, PG_ORDER] >= wanted:
             blk = block_lock(z, p)
             if not fine_lock(z, t, me, blk, H.S_CAPFINISH_BLOCK):
@@ -244,7 +251,9 @@ def capture_finish(z, t, me, lst):
             got = p
         p = z[p, PG_NEXT]
     p = chain
-    while p >= 0:
+    left = blocks
+    while p >= 0 and left > 0:
+        left -= 1
         nxt = z[p, PG_NEXT]
         if p != got:
             blk = block_lock(z, p)

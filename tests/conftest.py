@@ -14,6 +14,8 @@ scale the profile's count rather than fixing their own.
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -62,6 +64,28 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "warmed" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+WORKER_PREFIXES = ("allocator-", "reclaimer-")
+WORKER_EXIT_GRACE_S = 5.0
+
+
+def running_workers():
+    """Worker threads of an in-process stress run that are still alive."""
+    return [th.name for th in threading.enumerate()
+            if th.name.startswith(WORKER_PREFIXES) and th.is_alive()]
+
+
+@pytest.fixture(autouse=True)
+def no_worker_outlives_its_test():
+    """A run returns only after its workers ended (or says which did not): a worker still
+    running after its test would race with the next test's run, so it fails the test that
+    left it, not whichever test comes next."""
+    yield
+    deadline = time.monotonic() + WORKER_EXIT_GRACE_S
+    while running_workers() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert running_workers() == [], "worker threads outlived the test"
 
 
 @pytest.fixture(scope="session")

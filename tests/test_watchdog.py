@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from harness import layout as L
+from harness import zone as Z
 from harness.runner import RunConfig, run_stress, warm_up
 from harness.verdict import EXIT_HANG, grade, problems
 
@@ -100,3 +102,44 @@ def test_cli_reports_the_wait_for_cycle_and_exits_3(tmp_path, warmed):
         saved = json.load(f)
     assert (saved["verdict"], saved["exit_status"]) == ("HANG", 3)
     assert len(saved["wait_for"]["cycle"]) == 2
+
+
+def cycled_capture_list(zone):
+    """A capture list whose one block links to itself, as a double placement leaves it;
+    returns the call that walks it (capture_finish)."""
+    c = zone.capture_start(5)
+    pfn = zone.alloc(5)
+    zone.free(pfn, 5, capture=c)
+    zone.sections.pages[pfn, L.PG_NEXT] = pfn
+    return lambda: zone.capture_finish(c)
+
+
+def cycled_pcp_list(zone):
+    """A per-CPU list whose tail links back to its head; returns the call that walks it to
+    its tail (drain_pages)."""
+    zone.free(zone.alloc(0), 0)
+    blocks = zone.pcp_list(0, 0)
+    assert len(blocks) >= 2
+    zone.sections.pages[blocks[-1], L.PG_NEXT] = blocks[0]
+    return zone.drain_pages
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("corrupt, pcp", [(cycled_capture_list, False),
+                                          (cycled_pcp_list, True)])
+def test_a_walk_round_a_cycle_waits_for_the_abort_and_ends(warmed, corrupt, pcp):
+    """A list walk that goes round a cycle stops there and waits, making no progress (the
+    watchdog names it stalled); the run's abort ends it, so no thread outlives its run
+    spinning round the list."""
+    from harness.api import Zone
+    zone = Zone(pages=1 << 12, pcp=pcp, cpus=1)
+    walk = corrupt(zone)
+    done = []
+    walker = threading.Thread(target=lambda: done.append(walk()), daemon=True)
+    walker.start()
+    walker.join(0.5)
+    assert walker.is_alive() and done == []            # stuck at the cycle, not returned
+    zone.sections.ctl[L.CTL_ABORT] = 1                  # what the watchdog's abort does
+    walker.join(5.0)
+    assert not walker.is_alive()
+    assert done == [Z.ABORTED]
