@@ -33,9 +33,13 @@ def _fields(table):
 
 # ---------------------------------------------------------------- zone table: row kinds
 
-PAGE_FIELDS = ("state", "order", "list", "next", "prev", "owner", "claim")
-PG_STATE, PG_ORDER, PG_LIST, PG_NEXT, PG_PREV, PG_OWNER, PG_CLAIM = _fields(PAGE_FIELDS)
+PAGE_FIELDS = ("state", "order", "list", "next", "prev", "owner", "claim", "content")
+PG_STATE, PG_ORDER, PG_LIST, PG_NEXT, PG_PREV, PG_OWNER, PG_CLAIM, PG_CONTENT = \
+    _fields(PAGE_FIELDS)
 # PG_CLAIM: the ownership detector's page word (workers.claims)
+# PG_CONTENT: the poison detector's contents of a page that is a block of its own (order 0),
+# in the row the allocator touches anyway; a larger block's pages keep theirs in the stamp
+# rows below (workers.detectors: `page_stamp`)
 TAIL, FREE, CAPTURED, ALLOC, PCP = range(5)     # PCP: on a per-CPU list (harness.pcp)
 
 LIST_FIELDS = ("head", "count", "state", "wanted", "owner", "own", "other", "merged")
@@ -76,7 +80,8 @@ SCHED_OFF, SCHED_PCT, SCHED_PCT_SITES = 0, 1, 2
 
 # The detectors' words beside the page rows, so that work over a large block runs through
 # consecutive memory: the poison detector's page contents, 16 bits a page, 4 to a word
-# (POISON when free, else an allocation tag; workers.detectors), then the ownership
+# (POISON when free, else an allocation tag; workers.detectors), for the pages of blocks of
+# 2 or more pages (an order-0 block's is its row's PG_CONTENT), then the ownership
 # detector's group words, one per 16 pages (workers.claims).
 STAMP_DTYPE = np.uint16                 # a page's contents, as poison sees them
 STAMP_BITS = stamps.BITS
@@ -95,7 +100,7 @@ SCHEMES = {"zone": SCHEME_ZONE, "fine": SCHEME_FINE}
 ZONE_ROWS = (
     ("pages", "pages", PAGE_FIELDS, "struct page, row == pfn"),
     ("stamps", "pages / 32", ("4 stamps",) * W,
-     "poison: page contents, 16 bits a page, halfword pfn"),
+     "poison: page contents in blocks of 2+ pages, 16 bits a page, halfword pfn"),
     ("lists", "11 + ncap + 4 * cpus", LIST_FIELDS,
      "free lists 0..10, the capture lists, per-CPU lists"),
     ("locks", "1 + blocks + ncap + 11 + 1 + cpus", LOCK_FIELDS,
@@ -346,7 +351,8 @@ class Sections:
         self.pages = z[:self.pages_n]
         n = self.pages_n
         g0 = n + (n >> STAMP_ROW_SHIFT)
-        self.stamps = z[n:g0].reshape(-1).view(STAMP_DTYPE)           # [pfn]
+        self.stamps = z[n:g0].reshape(-1).view(STAMP_DTYPE)           # [pfn] in blocks of 2+
+        self.contents = self.pages[:, PG_CONTENT]                    # [pfn] of order-0 blocks
         self.groups = z[g0:g0 + (n >> (3 + GROUP_SHIFT))].reshape(-1)  # [pfn >> GROUP_SHIFT]
         self.lists = z[list0:list0 + NAREAS + self.ncap + PCP_ORDERS * self.cpus]
         self.lock0 = int(meta[M_BLOCK0]) - 1

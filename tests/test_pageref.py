@@ -67,7 +67,7 @@ def zone_with_cache(pages=4096, cached=256):
     pool = new_pool(pages, pages)
     for k in range(cached):
         p = Z.alloc_block(z, t, 0, 0)
-        L.Sections(z).stamps[p] = 1000 + k   # the page's contents
+        L.Sections(z).contents[p] = 1000 + k  # the page's contents
         assert pool_put(z, t, 0, pool, p, 1000 + k)
     return z, t, pool
 
@@ -84,8 +84,8 @@ def test_the_quiescent_check_names_a_stray_reference_and_changed_contents():
     cached = ring(pool)
     assert check_pagecache(z, pool) == []
     assert get_unless_zero(pool, cached[2])              # a reference nobody dropped
-    L.Sections(z).stamps[cached[5]] ^= 1                 # a cached page written to
-    L.Sections(z).stamps[cached[6]] ^= 1
+    L.Sections(z).contents[cached[5]] ^= 1               # a cached page written to
+    L.Sections(z).contents[cached[6]] ^= 1
     found = check_pagecache(z, pool)
     assert [(v["kind"], v["pfn"]) for v in found] == [("page_ref_count", cached[2]),
                                                       ("cached_page_contents", cached[5])]
@@ -112,7 +112,7 @@ def test_reclaim_skips_a_page_in_use():
 def test_migration_moves_contents_key_and_entry_and_takes_the_range():
     z, t, pool = zone_with_cache()
     before = {page_key(pool, p): p for p in ring(pool)}
-    stamps = {p: int(L.Sections(z).stamps[p]) for p in ring(pool)}
+    stamps = {p: int(L.Sections(z).contents[p]) for p in ring(pool)}
     base = ring(pool)[0] & ~15                           # an order-4 range of cached pages
     inside = [p for p in ring(pool) if p >> 4 == base >> 4]
     assert len(inside) == 16
@@ -129,7 +129,7 @@ def test_migration_moves_contents_key_and_entry_and_takes_the_range():
     for key, p in before.items():
         q = after[key]
         assert (q == p) == (p not in inside or p == busy)  # moved out, except the busy one
-        assert int(L.Sections(z).stamps[q]) == stamps[p]   # contents copied
+        assert int(L.Sections(z).contents[q]) == stamps[p]  # contents copied
         assert not (base <= q < base + 16) or q == busy
         assert page_count(pool, q) == (2 if q == busy else 1)
     assert M.end_isolation(z, t, 0, lst, base, 4) == Z.NONE   # busy page: released

@@ -169,7 +169,8 @@ def test_write_to_free_pages_is_reported_by_poison_with_trace():
                     detectors=ALL_DETECTORS, stop_on_violation=True)
 
     def scribble(run):      # someone wrote to every free page
-        run.sec.stamps[:] = 12345
+        run.sec.stamps[:] = 12345           # both homes of a page's contents
+        run.sec.contents[:] = 12345
 
     result = corrupted_run(cfg, scribble)
     assert result["ended_by"] == "violation", "stop_on_violation did not end the run early"

@@ -7,10 +7,15 @@ Switched by flags in the zone table:
              and both owners.  Free checks the block is still ours and releases it.
   poison     a free page holds POISON; allocation checks it and stamps the
              pages with a per-allocation tag, which free checks and re-poisons.
-             The stamps are a contiguous array of their own, 16 bits a page
-             (harness.layout `stamps`), so every page of a block is checked and
-             stamped in one vectorized pass over its words, 4 pages a word; bad
-             pages are looked for only on failure.  A tag names its owner exactly
+             A block of 2 or more pages keeps its pages' stamps in a contiguous
+             array of their own, 16 bits a page (harness.layout `stamps`), so every
+             page of a block is checked and stamped in one vectorized pass over its
+             words, 4 pages a word; an order-0 block keeps its stamp in its own page
+             row (PG_CONTENT), the line the allocator has just read, so the most
+             common block costs no cache miss of its own.  Both homes of a page
+             hold POISON whenever it is not in an allocated block that uses that
+             home, so blocks split and merge without restamping.  Bad pages are
+             looked for only on failure.  A tag names its owner exactly
              (the thread slot, or the page cache) and the allocation by its
              sequence number modulo 128 (harness.stamps: the format, decoded).
   invariants besides the runner's quiescent checks: a reclaimer audits its own
@@ -26,13 +31,13 @@ from numba import njit, uint64
 from harness import hierarchy as H
 from harness import stamps
 from harness import zone as Z
-from harness.atomics import cycle_counter, prefetch, store_release
+from harness.atomics import cycle_counter, store_release
 from harness.config import MAX_THREADS
 from harness.flatview import flat_view
 from harness.layout import (CAPTURED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, CTL_STOP,
                             F_CAPTURE_AUDIT, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION, FREE,
-                            LS_HEAD, PG_LIST, PG_NEXT, PG_ORDER, PG_STATE, STAMP_BITS,
-                            STAMP_DTYPE, STAMP_SHIFT, T_CAPSTAT, T_COUNT0, T_NVIOL, T_STATE,
+                            LS_HEAD, PG_CONTENT, PG_LIST, PG_NEXT, PG_ORDER, PG_STATE,
+                            STAMP_BITS, STAMP_DTYPE, STAMP_SHIFT, T_CAPSTAT, T_COUNT0, T_NVIOL, T_STATE,
                             T_VIOL0, TOP, VIOL_ROWS, W, ctl_row, stamp_row0)
 from harness.lockverbs import block_lock, capture_lock, fine_lock, fine_unlock, zone_enter, \
     zone_leave
@@ -146,21 +151,21 @@ def _stamp0(z):
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def stamp_of(z, pfn):
-    """Page pfn's stamp (its contents)."""
+def page_stamp(z, pfn, order):
+    """Page pfn's stamp (its contents) in an allocated block of `order`."""
+    if order == 0:
+        return z[pfn, PG_CONTENT]
     return np.int64(flat_view(z).view(STAMP_DTYPE)[_stamp0(z) + uint64(pfn)])
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def set_stamp(z, pfn, value):
-    """A store of page pfn's 16 bits alone: the pages beside it may be another thread's."""
-    flat_view(z).view(STAMP_DTYPE)[_stamp0(z) + uint64(pfn)] = value
-
-
-@njit(nogil=True, cache=True, _nrt=False, forceinline=True)
-def prefetch_stamp(z, pfn):
-    """Bring page pfn's stamp into the cache ahead of a read (a hint)."""
-    prefetch(flat_view(z).view(STAMP_DTYPE), _stamp0(z) + uint64(pfn))
+def set_page_stamp(z, pfn, order, value):
+    """Store page pfn's stamp in a block of `order`: in the stamp array its 16 bits alone,
+    since the pages beside it may be another thread's."""
+    if order == 0:
+        z[pfn, PG_CONTENT] = value
+    else:
+        flat_view(z).view(STAMP_DTYPE)[_stamp0(z) + uint64(pfn)] = value
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
@@ -177,10 +182,10 @@ def _report_bad_stamps(z, t, me, pfn, order, expected, kind, new):
     new` there), which now gets `new`."""
     reported = False
     for p in range(pfn, pfn + (1 << order)):
-        left = stamp_of(z, p)
+        left = page_stamp(z, p, order)
         if left != new:
             violation(z, t, me, kind, pfn, order, p, expected, left ^ expected ^ new)
-            set_stamp(z, p, new)
+            set_page_stamp(z, p, order, new)
             reported = True
     if not reported:        # a racing writer stored exactly `new` since: still a bad page
         violation(z, t, me, kind, pfn, order, pfn, expected, new)
@@ -194,10 +199,15 @@ def restamp(z, t, me, pfn, order, expected, kind, new):
     recoverable where it was not).  From order 2 up the block is whole words (4 stamps
     each, XOR keeps them apart) and the pass runs over words; from order 5 up over the
     flat table, which LLVM vectorizes, where below a vector loop's set-up costs more than
-    the 1..4 words it saves.  Blocks of 1 and 2 pages store 16 bits a page, leaving the
-    pages beside them alone.  Unsigned indices: no negative-index wrap is tested."""
+    the 1..4 words it saves.  A 2-page block stores 16 bits a page, leaving the pages
+    beside it alone; a 1-page block's stamp is in its page row (PG_CONTENT).  Unsigned
+    indices: no negative-index wrap is tested."""
     bad = 0
-    if order < STAMP_SHIFT:
+    if order == 0:
+        diff = z[pfn, PG_CONTENT] ^ expected
+        bad = diff
+        z[pfn, PG_CONTENT] = diff ^ new
+    elif order < STAMP_SHIFT:
         halves = flat_view(z).view(STAMP_DTYPE)
         lo = _stamp0(z) + uint64(pfn)
         for i in range(lo, lo + uint64(1 << order)):

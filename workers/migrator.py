@@ -27,8 +27,8 @@ from workers.counters import (RC_ISO_HELD, RC_ISO_REFUSED, RC_ISOLATIONS, RC_MIG
                               RC_MIGRATED, RC_NO_CANDIDATE, RC_NO_TARGET, RC_RELEASED,
                               RC_TAKEN, count_ref)
 from workers.detectors import (K_ISOLATED_CROSS, K_ISOLATED_FREE, K_MIGRATE_TAKEN, PAGECACHE,
-                               claim_block, flag, free_checked, hand_over, set_stamp, stamp_of,
-                               violation)
+                               claim_block, flag, free_checked, hand_over, page_stamp,
+                               set_page_stamp, violation)
 from workers.pagecache import page_key, pool_switch
 from workers.park import park_if_asked
 
@@ -50,7 +50,7 @@ def migrate_page(z, t, me, pool, pfn):
             unfreeze(pool, pfn, 1)
         return NO_TARGET
     claim_block(z, t, me, new, 0, key)           # detectors: ours, was poisoned
-    set_stamp(z, new, stamp_of(z, pfn))           # copy the contents
+    set_page_stamp(z, new, 0, page_stamp(z, pfn, 0))     # copy the contents
     hand_over(z, t, me, new, 0, me, key, PAGECACHE, key)
     if not pool_switch(z, t, me, pool, pfn, new):
         # The old page left the cache while we copied it: somebody else owns it now.

@@ -28,7 +28,7 @@ from workers.counters import (RC_LOOKUP_HIT, RC_LOOKUP_MISS, RC_LOOKUPS, RC_RECL
                               count_ref)
 from workers.claims import owner_word, word_owner
 from workers.detectors import (K_NOT_CACHED_REF, K_READ_AFTER_FREE, PAGECACHE, flag,
-                               pagecache_tag, prefetch_stamp, stamp_of, violation)
+                               page_stamp, pagecache_tag, violation)
 
 P_COUNT, P_HEAD, P_CAP, P_PAGES, P_REF0, P_KEY0, P_SLOT0 = range(7)
 POOL_RING = 8
@@ -174,7 +174,7 @@ def lookup(z, t, me, pool, r):
                 violation(z, t, me, K_NOT_CACHED_REF, pfn, 0, pfn, PAGECACHE, word_owner(word))
                 break
         if flag(z, F_POISON):
-            stamp = stamp_of(z, pfn)
+            stamp = page_stamp(z, pfn, 0)
             if stamp != key:
                 violation(z, t, me, K_READ_AFTER_FREE, pfn, 0, pfn, key, stamp)
                 break
@@ -185,18 +185,13 @@ def lookup(z, t, me, pool, r):
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def prefetch_lookup(z, pool, r):
     """Warm what the detectors will read in `lookup(..., r)`, one lookup early: the page's
-    claim word (ownership) and stamp (poison).  A random page's row and stamp are each a
-    cache miss when read cold, which cost the allocator more than the rest of those two
-    detectors' work.  A hint only: by the time of the lookup its draw may find another
-    page."""
-    own, poison = flag(z, F_OWNERSHIP), flag(z, F_POISON)
+    row, which holds its claim word (ownership) and its contents (poison).  A random page's
+    row is a cache miss when read cold, which cost the allocator more than the rest of
+    those two detectors' work.  A hint only: by the time of the lookup its draw may find
+    another page."""
     n = pool[P_COUNT]
-    if (own or poison) and n > 0:
-        pfn = _drawn(pool, r, n)
-        if own:
-            prefetch(z, (pfn, PG_CLAIM))
-        if poison:
-            prefetch_stamp(z, pfn)
+    if (flag(z, F_OWNERSHIP) or flag(z, F_POISON)) and n > 0:
+        prefetch(z, (_drawn(pool, r, n), PG_CLAIM))
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
@@ -225,9 +220,9 @@ def check_pagecache(z, pool):
                                f" ({'cached' if want[pfn] else 'not cached'})"})
     if sec.flags[F_POISON]:
         keys = pool[pool[P_KEY0]:pool[P_KEY0] + pool[P_PAGES]]
-        for pfn in ring[sec.stamps[ring] != keys[ring]][:1]:
+        for pfn in ring[sec.contents[ring] != keys[ring]][:1]:
             pfn = int(pfn)
             out.append({"kind": "cached_page_contents", "pfn": pfn,
                         "message": f"cached page {pfn} does not hold its key"
-                                   f" {int(keys[pfn]):#x}: {int(sec.stamps[pfn]):#x}"})
+                                   f" {int(keys[pfn]):#x}: {int(sec.contents[pfn]):#x}"})
     return out

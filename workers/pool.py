@@ -33,6 +33,7 @@ class Workers:
         sec = L.Sections(z)
         if sec.flags[L.F_POISON]:
             sec.stamps[:] = POISON
+            sec.contents[:] = POISON
         self.pool = new_pool(max(1, int(cfg.pages * cfg.pool_fraction)), cfg.pages)
         self.config = worker_config(cfg)
         self.held = [new_held(r.held(cfg)) for r in self.roles]
