@@ -37,8 +37,8 @@ from harness.flatview import flat_view
 from harness.layout import (CAPTURED, CS_FOUND, CS_MERGED, CS_OTHER, CS_OWN, CTL_STOP,
                             F_CAPTURE_AUDIT, F_OWNERSHIP, F_POISON, F_STOP_ON_VIOLATION, FREE,
                             LS_HEAD, PG_CONTENT, PG_LIST, PG_NEXT, PG_ORDER, PG_STATE,
-                            STAMP_BITS, STAMP_DTYPE, STAMP_SHIFT, T_CAPSTAT, T_COUNT0, T_NVIOL, T_STATE,
-                            T_VIOL0, TOP, VIOL_ROWS, W, ctl_row, stamp_row0)
+                            STAMP_BITS, STAMP_DTYPE, STAMP_SHIFT, T_CAPSTAT, T_COUNT0, T_NVIOL,
+                            T_STATE, T_VIOL0, TOP, VIOL_ROWS, W, ctl_row, stamp_row0)
 from harness.lockverbs import block_lock, capture_lock, fine_lock, fine_unlock, zone_enter, \
     zone_leave
 from harness.outline import out_of_line
