@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from conftest import running_workers
 
 from harness import layout as L
 from harness import zone as Z
@@ -22,7 +23,6 @@ from harness.runner import RunConfig, run_stress, warm_up
 from harness.verdict import EXIT_HANG, grade, problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER_PREFIXES = ("allocator-", "reclaimer-")
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +31,9 @@ def warmed():
     return warm_up()
 
 
-def worker_threads():
-    return [th for th in threading.enumerate()
-            if th.name.startswith(WORKER_PREFIXES) and th.is_alive()]
-
-
 @pytest.mark.timeout(120)
 def test_real_deadlock_is_caught_and_explained(warmed):
-    assert worker_threads() == []
+    assert running_workers() == []
     t0 = time.monotonic()
     result = run_stress(RunConfig(fault="area-then-block", stall_s=1.0, seconds=20,
                                   pages=16384, threads=2, reclaimers=1, seed=1, lockdep=False))
@@ -78,7 +73,7 @@ def test_real_deadlock_is_caught_and_explained(warmed):
 
     # The aborted lock waits let every worker finish: nothing is left running.
     assert result["unjoined_threads"] == []
-    assert worker_threads() == []
+    assert running_workers() == []
 
 
 @pytest.mark.timeout(120)
