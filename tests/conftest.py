@@ -12,6 +12,7 @@ scale the profile's count rather than fixing their own.
 """
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -64,6 +65,14 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "warmed" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+def sigint_as_in_a_terminal():
+    """`preexec_fn` of a child that a test stops with SIGINT, as Ctrl-C would in a terminal.
+    A shell starts a background job with SIGINT ignored, and a child inherits that (Python
+    then never raises KeyboardInterrupt, rightly): without this, the suite run as a
+    background job would find every Ctrl-C ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 WORKER_PREFIXES = ("allocator-", "reclaimer-")

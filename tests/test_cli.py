@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+from conftest import sigint_as_in_a_terminal
 
 from harness.cli import main
 from harness.runner import warm_up
@@ -192,7 +193,8 @@ def test_sigint_mid_run_saves_an_interrupted_report(tmp_path):
     proc = subprocess.Popen(
         harness_cmd("stress", "--seconds", "30", "--threads", "2", "--pages", "16384",
                     "--report-dir", str(tmp_path)),
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=sigint_as_in_a_terminal)
     lines = queue.Queue()
     stderr_seen = []
 

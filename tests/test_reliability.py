@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from conftest import sigint_as_in_a_terminal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -414,7 +415,7 @@ def test_race_report_keeps_no_order_inside_a_carried_stamps_window():
 def start_and_wait_running(argv, marker="running "):
     """Start the CLI; return (process, stderr lines so far) once `marker` was printed."""
     proc = subprocess.Popen(harness_cmd(*argv), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_in_a_terminal)
     seen = []
     deadline = time.monotonic() + 240
     for line in proc.stderr:
@@ -429,7 +430,12 @@ def interrupt(proc, sig=signal.SIGINT, within=3.0):
     and without a traceback."""
     t0 = time.monotonic()
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=15)
+    try:
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:                     # it ignored the signal: not left behind
+            proc.kill()
+            proc.wait()
     assert time.monotonic() - t0 < within, (out, err)
     assert "Traceback" not in err
     return out, err
