@@ -160,14 +160,15 @@ def zone_pages(z):
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def stamp_row0(z):
-    """First row of the stamps: page pfn's stamp is halfword pfn from here."""
-    return z[meta_row(z), M_PAGES]
+    """First row of the stamps (right below the page rows): page pfn's stamp is halfword
+    pfn from here."""
+    return zone_pages(z)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def group_row0(z):
     """First row of the group words: group g's word is word g from here."""
-    pages = z[meta_row(z), M_PAGES]
+    pages = zone_pages(z)
     return pages + (pages >> STAMP_ROW_SHIFT)
 
 

@@ -261,10 +261,10 @@ def spill(z, t, me, lst, order, n):
     p = z[Z.lrow(z, lst), LS_HEAD]
     if p < 0:
         return 0
-    walked = 0
+    walked, most = 0, zone_pages(z)
     while z[p, PG_NEXT] >= 0:
         walked += 1
-        if walked > zone_pages(z):     # round a cycle: a race corrupted the links
+        if walked > most:              # round a cycle: a race corrupted the links
             abandon(z, t, me)
             return Z.ABORTED
         p = z[p, PG_NEXT]

@@ -216,10 +216,11 @@ def capture_finish(z, t, me, lst):
     chain = z[row, LS_HEAD]
     found = 0                          # the pages this use of the list ends with (CLOSED: ours)
     blocks = 0                         # ... in this many blocks: later walks go no further
+    most = zone_pages(z)
     p = chain
     while p >= 0:
         blocks += 1
-        if blocks > zone_pages(z):     # round a cycle: a race corrupted the links
+        if blocks > most:              # round a cycle: a race corrupted the links
             abandon(z, t, me)
             return ABORTED
         found += 1 << z[p, PG_ORDER]
