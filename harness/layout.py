@@ -205,8 +205,8 @@ TSCHED_FIELDS = ("state", "prio", "round", "points", "waits", "changes", "timeou
 CAPSTAT_FIELDS = ("own", "other", "merged", "found")  # the last finished capture list's
 CS_OWN, CS_OTHER, CS_MERGED, CS_FOUND = _fields(CAPSTAT_FIELDS)   # statistics, pages found on it
 
-RING_FIELDS = ("op", "pfn", "order", "stamp")  # one flight-recorder entry
-R_OP, R_PFN, R_ORDER, R_STAMP = _fields(RING_FIELDS)
+RING_FIELDS = ("event", "stamp")        # one flight-recorder entry: harness.tracing packs
+R_EVENT, R_STAMP = _fields(RING_FIELDS)  # op, order and pfn into its event word
 RING_PER_ROW = W // len(RING_FIELDS)
 RING = 256                              # entries per thread
 

@@ -1,7 +1,10 @@
 """The flight recorder: a per-thread ring of recent operations (op, pfn, order, cycle stamp).
 
 `trace` appends in the kernels; `thread_ring` decodes one thread's ring with
-the same field table (harness.layout.RING_FIELDS).
+the same field table (harness.layout.RING_FIELDS).  An entry is two words, four to a
+64-byte row: the event word (op | CARRIED | order << ORDER_SHIFT | pfn << PFN_SHIFT; pfn
+below 2**24 = MAX_PAGES, so it fits with room to spare) and the stamp.  Two stores an
+event where four separate fields took four, and a new cache line every fourth event.
 
 Stamps.  An event reads the cycle counter (about 10 ns a read in this VM: a fifth of an
 allocation from a per-CPU list), except a per-CPU list event (pcp-alloc, pcp-free) at a
@@ -20,14 +23,16 @@ then says the order was not recorded.
 from numba import njit
 
 from harness.atomics import cycle_counter
-from harness.layout import (F_TRACE, RING, RING_FIELDS, RING_PER_ROW, R_OP, R_ORDER, R_PFN,
-                            R_STAMP, T_RING0, T_RING_POS, T_STATE)
+from harness.layout import (F_TRACE, RING, RING_FIELDS, RING_PER_ROW, R_EVENT, R_STAMP,
+                            T_RING0, T_RING_POS, T_STATE)
 from harness.seams import flag_on
 
 OP_ALLOC, OP_FREE, OP_CAPFREE, OP_CAPSTART, OP_CAPFINISH, OP_CAPTURED = 1, 2, 3, 4, 5, 6
 OP_PCP_ALLOC, OP_PCP_FREE = 7, 8        # harness.pcp: from / onto the thread's per-CPU list
 CARRIED = 1 << 8                        # in an op word: the stamp is the previous event's
-CARRY_SPAN = 8                          # at most CARRY_SPAN - 1 carried stamps in a row
+ORDER_SHIFT, ORDER_MASK = 9, 0x7F       # an event word: op | CARRIED | order | pfn
+PFN_SHIFT = 16                          # (pfn >> PFN_SHIFT: arithmetic, so -1 survives)
+CARRY_SPAN = 16                         # at most CARRY_SPAN - 1 carried stamps in a row
 OP_NAMES = {OP_ALLOC: "alloc", OP_FREE: "free", OP_CAPFREE: "free-capture",
             OP_CAPSTART: "capture_start", OP_CAPFINISH: "capture_finish",
             OP_CAPTURED: "captured-other", OP_PCP_ALLOC: "pcp-alloc", OP_PCP_FREE: "pcp-free"}
@@ -53,7 +58,7 @@ def _record(t, me, op, pfn, order):
     """The append itself, inlined at each site (a handful): as a call it cost about as much
     as the allocator's whole operation (the thread table's descriptor passed word by word,
     the caller's registers spilled around it), where inlined it costs the cycle-counter
-    read (or the previous entry's stamp: see the module's docstring) and four stores.
+    read (or the previous entry's stamp: see the module's docstring) and two stores.
     `op` is a constant at every site, so the choice folds away but at the per-CPU list's
     two.  Off, the flag test skips it."""
     pos = t[me, T_STATE, T_RING_POS]
@@ -64,9 +69,7 @@ def _record(t, me, op, pfn, order):
     else:
         stamp = cycle_counter()
     row, col = _entry(pos)
-    t[me, row, col + R_OP] = op
-    t[me, row, col + R_PFN] = pfn
-    t[me, row, col + R_ORDER] = order
+    t[me, row, col + R_EVENT] = op | (order << ORDER_SHIFT) | (pfn << PFN_SHIFT)
     t[me, row, col + R_STAMP] = stamp
     t[me, T_STATE, T_RING_POS] = pos + 1
 
@@ -80,10 +83,10 @@ def thread_ring(t, i):
     for p in range(max(0, pos - RING), pos):
         row, col = _entry.py_func(p)
         e = t[i, row, col:col + _WIDTH]
-        word = int(e[R_OP])
-        op = word & ~CARRIED
-        out.append({"op": OP_NAMES.get(op, str(op)), "pfn": int(e[R_PFN]),
-                    "order": int(e[R_ORDER]), "stamp": int(e[R_STAMP])})
+        word = int(e[R_EVENT])
+        op = word & (CARRIED - 1)
+        out.append({"op": OP_NAMES.get(op, str(op)), "pfn": word >> PFN_SHIFT,
+                    "order": (word >> ORDER_SHIFT) & ORDER_MASK, "stamp": int(e[R_STAMP])})
         if word & CARRIED:
             out[-1]["carried"] = True
     until = None

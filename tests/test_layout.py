@@ -7,6 +7,7 @@ import pytest
 from harness import hierarchy as H
 from harness import layout as L
 from harness.clock import clock_pair
+from harness.config import MAX_PAGES
 from harness.tracing import (CARRY_SPAN, OP_ALLOC, OP_FREE, OP_PCP_ALLOC, OP_PCP_FREE,
                              thread_ring, trace)
 from workers import counters as C
@@ -137,6 +138,19 @@ def test_flight_recorder_ring_decodes_oldest_first():
     stamps = np.array([e["stamp"] for e in ring])
     assert (np.diff(stamps) >= 0).all() and stamps[0] > 0
     assert thread_ring(t, 0) == []
+
+
+def test_an_event_word_keeps_op_order_and_pfn_apart_at_their_extremes():
+    z = L.new_zone_table(1024, "fine")
+    t = L.new_thread_table(1)
+    z[L.flags_row(z), L.F_TRACE] = 1
+    events = [(OP_FREE, MAX_PAGES - 1, L.TOP), (OP_PCP_ALLOC, MAX_PAGES - 1, 3),
+              (OP_ALLOC, 0, 0), (OP_PCP_FREE, -1, L.TOP), (OP_ALLOC, -1, 0)]
+    for op, pfn, order in events:
+        trace(z, t, 0, op, pfn, order)
+    got = [(e["op"], e["pfn"], e["order"], e.get("carried", False)) for e in thread_ring(t, 0)]
+    assert got == [("free", MAX_PAGES - 1, L.TOP, False), ("pcp-alloc", MAX_PAGES - 1, 3, True),
+                   ("alloc", 0, 0, False), ("pcp-free", -1, L.TOP, True), ("alloc", -1, 0, False)]
 
 
 def test_per_cpu_list_events_carry_the_previous_stamp_between_counter_reads():
