@@ -3,13 +3,13 @@
 `trace` appends in the kernels; `thread_ring` decodes one thread's ring with
 the same field table (harness.layout.RING_FIELDS).  An entry is two words, four to a
 64-byte row: the event word (op | CARRIED | order << ORDER_SHIFT | pfn << PFN_SHIFT; pfn
-below 2**24 = MAX_PAGES, so it fits with room to spare) and the stamp.  Two stores an
-event where four separate fields took four, and a new cache line every fourth event.
+below 2**24 = MAX_PAGES, so it fits with room to spare) and the stamp: two stores an
+event (four separate fields took four), and a new cache line every fourth event.
 
 Stamps.  An event reads the cycle counter (about 10 ns a read in this VM: a fifth of an
 allocation from a per-CPU list), except a per-CPU list event (pcp-alloc, pcp-free) at a
 ring position that is not a multiple of CARRY_SPAN: it carries the stamp of the thread's
-previous event, and its op word is marked CARRIED.  A carried stamp is a lower bound:
+previous event, and its event word is marked CARRIED.  A carried stamp is a lower bound:
 the event happened after it and before the thread's next event that read the counter.
 Cross-thread order stays exact in a correct run: a block reaches a thread's per-CPU list
 events only through that thread's own buddy allocation (a refill, an event that reads
@@ -29,7 +29,7 @@ from harness.seams import flag_on
 
 OP_ALLOC, OP_FREE, OP_CAPFREE, OP_CAPSTART, OP_CAPFINISH, OP_CAPTURED = 1, 2, 3, 4, 5, 6
 OP_PCP_ALLOC, OP_PCP_FREE = 7, 8        # harness.pcp: from / onto the thread's per-CPU list
-CARRIED = 1 << 8                        # in an op word: the stamp is the previous event's
+CARRIED = 1 << 8                        # in an event word: the stamp is the previous event's
 ORDER_SHIFT, ORDER_MASK = 9, 0x7F       # an event word: op | CARRIED | order | pfn
 PFN_SHIFT = 16                          # (pfn >> PFN_SHIFT: arithmetic, so -1 survives)
 CARRY_SPAN = 16                         # at most CARRY_SPAN - 1 carried stamps in a row
