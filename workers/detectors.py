@@ -204,9 +204,9 @@ def restamp(z, t, me, pfn, order, expected, kind, new):
     indices: no negative-index wrap is tested."""
     bad = 0
     if order == 0:
-        diff = z[pfn, PG_CONTENT] ^ expected
+        diff = page_stamp(z, pfn, 0) ^ expected
         bad = diff
-        z[pfn, PG_CONTENT] = diff ^ new
+        set_page_stamp(z, pfn, 0, diff ^ new)
     elif order < STAMP_SHIFT:
         halves = flat_view(z).view(STAMP_DTYPE)
         lo = _stamp0(z) + uint64(pfn)
