@@ -3,14 +3,18 @@
 `trace` appends in the kernels; `thread_ring` decodes one thread's ring with
 the same field table (harness.layout.RING_FIELDS).  An entry is two words, four to a
 64-byte row: the event word (op | CARRIED | order << ORDER_SHIFT | pfn << PFN_SHIFT; pfn
-below 2**24 = MAX_PAGES, so it fits with room to spare) and the stamp: two stores an
-event (four separate fields took four), and a new cache line every fourth event.
+below 2**24 = MAX_PAGES, so it fits with room to spare) and the stamp: at most two stores
+an event, and a new cache line every fourth event.
 
 Stamps.  An event reads the cycle counter (about 10 ns a read in this VM: a fifth of an
 allocation from a per-CPU list), except a per-CPU list event (pcp-alloc, pcp-free) at a
-ring position that is not a multiple of CARRY_SPAN: it carries the stamp of the thread's
-previous event, and its event word is marked CARRIED.  A carried stamp is a lower bound:
-the event happened after it and before the thread's next event that read the counter.
+ring position that is not a multiple of CARRY_SPAN: its event word is marked CARRIED and
+it stores no stamp (one store, no load); the decoder gives it the stamp of the thread's
+previous event that read the counter.  So the oldest carried events of a full ring, up
+to CARRY_SPAN - 1, whose stamp has gone round, are not decoded.  A carried stamp is a
+lower bound: the event happened after it and before the thread's next event that read
+the counter.
+
 Cross-thread order stays exact in a correct run: a block reaches a thread's per-CPU list
 events only through that thread's own buddy allocation (a refill, an event that reads
 the counter, after every other thread's event on its pages) and leaves them only
@@ -20,7 +24,7 @@ report) can put another thread's event inside a carried event's window; harness.
 then says the order was not recorded.
 """
 
-from numba import njit
+from numba import njit, uint64
 
 from harness.atomics import cycle_counter
 from harness.layout import (F_TRACE, RING, RING_FIELDS, RING_PER_ROW, R_EVENT, R_STAMP,
@@ -48,9 +52,11 @@ def trace(z, t, me, op, pfn, order):
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
 def _entry(pos):
-    """(row, column) in a thread's table of the entry written at ring position `pos` >= 0."""
-    slot = pos % RING
-    return T_RING0 + slot // RING_PER_ROW, (slot % RING_PER_ROW) * _WIDTH
+    """(row, column) in a thread's table of the entry written at ring position `pos` >= 0
+    (unsigned: no sign fix-ups)."""
+    slot = uint64(pos) % uint64(RING)
+    return uint64(T_RING0) + slot // uint64(RING_PER_ROW), \
+        (slot % uint64(RING_PER_ROW)) * uint64(_WIDTH)
 
 
 @njit(nogil=True, cache=True, _nrt=False, forceinline=True)
@@ -58,19 +64,17 @@ def _record(t, me, op, pfn, order):
     """The append itself, inlined at each site (a handful): as a call it cost about as much
     as the allocator's whole operation (the thread table's descriptor passed word by word,
     the caller's registers spilled around it), where inlined it costs the cycle-counter
-    read (or the previous entry's stamp: see the module's docstring) and two stores.
+    read and two stores, or for a carried event one store (see the module's docstring).
     `op` is a constant at every site, so the choice folds away but at the per-CPU list's
     two.  Off, the flag test skips it."""
     pos = t[me, T_STATE, T_RING_POS]
-    if (op == OP_PCP_ALLOC or op == OP_PCP_FREE) and pos % CARRY_SPAN != 0:
-        row, col = _entry(pos - 1)
-        stamp = t[me, row, col + R_STAMP]
-        op |= CARRIED
-    else:
-        stamp = cycle_counter()
     row, col = _entry(pos)
-    t[me, row, col + R_EVENT] = op | (order << ORDER_SHIFT) | (pfn << PFN_SHIFT)
-    t[me, row, col + R_STAMP] = stamp
+    event = op | (order << ORDER_SHIFT) | (pfn << PFN_SHIFT)
+    if (op == OP_PCP_ALLOC or op == OP_PCP_FREE) and uint64(pos) % uint64(CARRY_SPAN) != 0:
+        t[me, row, col + uint64(R_EVENT)] = event | CARRIED
+    else:
+        t[me, row, col + uint64(R_EVENT)] = event
+        t[me, row, col + uint64(R_STAMP)] = cycle_counter()
     t[me, T_STATE, T_RING_POS] = pos + 1
 
 
@@ -80,13 +84,18 @@ def thread_ring(t, i):
     stamp of the thread's next event that read the counter (None: none recorded since)."""
     pos = int(t[i, T_STATE, T_RING_POS])
     out = []
+    stamp = None
     for p in range(max(0, pos - RING), pos):
-        row, col = _entry.py_func(p)
+        row, col = (int(x) for x in _entry.py_func(p))
         e = t[i, row, col:col + _WIDTH]
         word = int(e[R_EVENT])
         op = word & (CARRIED - 1)
+        if not word & CARRIED:
+            stamp = int(e[R_STAMP])
+        elif stamp is None:
+            continue                    # its stamp went round the ring before it
         out.append({"op": OP_NAMES.get(op, str(op)), "pfn": word >> PFN_SHIFT,
-                    "order": (word >> ORDER_SHIFT) & ORDER_MASK, "stamp": int(e[R_STAMP])})
+                    "order": (word >> ORDER_SHIFT) & ORDER_MASK, "stamp": stamp})
         if word & CARRIED:
             out[-1]["carried"] = True
     until = None

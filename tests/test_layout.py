@@ -174,3 +174,17 @@ def test_per_cpu_list_events_carry_the_previous_stamp_between_counter_reads():
             later = [x["stamp"] for x in ring[pos:] if not x.get("carried")]
             assert e["until"] == (later[0] if later else None)
     assert ring[-1]["until"] is None and ring[-4]["op"] == "alloc"
+
+
+def test_carried_events_whose_stamp_went_round_the_ring_are_left_out():
+    z = L.new_zone_table(1024, "fine")
+    t = L.new_thread_table(1)
+    z[L.flags_row(z), L.F_TRACE] = 1
+    extra = 4                                   # the ring keeps positions 4 .. RING + 3
+    for pfn in range(L.RING + extra):
+        trace(z, t, 0, OP_PCP_FREE, pfn, 0)
+    ring = thread_ring(t, 0)
+    first = CARRY_SPAN                          # the oldest entry with a stamp of its own
+    assert [e["pfn"] for e in ring] == list(range(first, L.RING + extra))
+    assert not ring[0].get("carried") and ring[1]["carried"]
+    assert ring[1]["stamp"] == ring[0]["stamp"] and ring[1]["until"] == ring[CARRY_SPAN]["stamp"]
