@@ -33,7 +33,8 @@ from harness.seams import flag_on
 
 OP_ALLOC, OP_FREE, OP_CAPFREE, OP_CAPSTART, OP_CAPFINISH, OP_CAPTURED = 1, 2, 3, 4, 5, 6
 OP_PCP_ALLOC, OP_PCP_FREE = 7, 8        # harness.pcp: from / onto the thread's per-CPU list
-CARRIED = 1 << 8                        # in an event word: the stamp is the previous event's
+CARRIED = 1 << 8                        # in an event word: no stamp stored; the thread's
+                                        # previous counter read is its stamp
 ORDER_SHIFT, ORDER_MASK = 9, 0x7F       # an event word: op | CARRIED | order | pfn
 PFN_SHIFT = 16                          # (pfn >> PFN_SHIFT: arithmetic, so -1 survives)
 CARRY_SPAN = 16                         # at most CARRY_SPAN - 1 carried stamps in a row
@@ -89,14 +90,14 @@ def thread_ring(t, i):
         row, col = (int(x) for x in _entry.py_func(p))
         e = t[i, row, col:col + _WIDTH]
         word = int(e[R_EVENT])
-        op = word & (CARRIED - 1)
-        if not word & CARRIED:
+        op, carried = word & (CARRIED - 1), bool(word & CARRIED)
+        if not carried:
             stamp = int(e[R_STAMP])
         elif stamp is None:
             continue                    # its stamp went round the ring before it
         out.append({"op": OP_NAMES.get(op, str(op)), "pfn": word >> PFN_SHIFT,
                     "order": (word >> ORDER_SHIFT) & ORDER_MASK, "stamp": stamp})
-        if word & CARRIED:
+        if carried:
             out[-1]["carried"] = True
     until = None
     for e in reversed(out):
